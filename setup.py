@@ -1,0 +1,33 @@
+"""vcap: a registry-based toolkit for video captioning and video-text retrieval."""
+from setuptools import find_packages, setup
+
+setup(
+    name="vcap",
+    version="0.1.0",
+    description="Video captioning and video-text retrieval toolkit (LAVIS-style registry, YAML projects)",
+    python_requires=">=3.10",
+    packages=find_packages(include=["vcap", "vcap.*"]),
+    package_data={"vcap": ["configs/**/*.yaml"]},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "timm>=1.0",
+        "transformers>=4.46",
+        "tokenizers>=0.20",
+        "omegaconf>=2.3",
+        "webdataset>=0.2.86",
+        "av>=12.0",
+        "pycocoevalcap>=1.2",
+        "safetensors>=0.4",
+        "peft>=0.12",
+        "numpy>=1.24",
+        "tqdm>=4.66",
+        "tensorboard>=2.15",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0"],
+        "decord": ["decord>=0.6"],
+    },
+    entry_points={"console_scripts": ["vcap=vcap.cli:main"]},
+)
