@@ -1,0 +1,163 @@
+import textwrap
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from vcap.common.config import ConfigError, absolute_paths, build_config, run_config
+from vcap.common.registry import registry
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECTS = sorted((REPO / "projects").rglob("*.yaml"))
+CARDS = sorted((REPO / "vcap" / "configs").rglob("*.yaml"))
+
+
+def project(**sections):
+    base = {"model": {"arch": "blip2_opt", "model_type": "tiny"}, "datasets": {"synthetic_caption": {}},
+            "run": {"task": "captioning", "output_dir": "output/x"}}
+    base.update(sections)
+    return OmegaConf.create(base)
+
+
+def problems(cfg, options=None) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        build_config(cfg, options)
+    return e.value.problems
+
+
+def test_layering_card_then_project_then_options():
+    cfg = build_config(project())
+    assert cfg.model.num_query_tokens == 8  # model card
+    assert cfg.model.prompt == "a video of"  # constructor default, filled in (the card does not repeat it)
+    assert cfg.datasets.synthetic_caption.build_info.num_train == 1200  # dataset card
+
+    cfg = build_config(project(model={"arch": "blip2_opt", "model_type": "tiny", "num_query_tokens": 4},
+                               datasets={"synthetic_caption": {"build_info": {"num_train": 10}}}))
+    assert cfg.model.num_query_tokens == 4 and cfg.datasets.synthetic_caption.build_info.num_train == 10
+    assert cfg.model.blip2_config.vision_config.hidden_size == 64  # untouched card values survive the merge
+
+    cfg = build_config(project(model={"arch": "blip2_opt", "num_query_tokens": 4}),
+                       ["model.num_query_tokens=2", "datasets.synthetic_caption.build_info.seed=7",
+                        "run.max_epoch=3"])
+    assert cfg.model.num_query_tokens == 2 and cfg.datasets.synthetic_caption.build_info.seed == 7
+    assert run_config(cfg).max_epoch == 3
+    assert cfg.model.model_type == "tiny"  # the default model type is filled in
+
+
+def test_run_defaults_come_from_the_schema():
+    run = run_config(build_config(project()))
+    assert run.runner == "runner_base" and run.accum_grad_iters == 1 and run.monitor_mode == "max"
+
+
+def test_run_errors_are_all_reported_with_key_value_expected_and_closest():
+    found = problems(project(run={"task": "captioning", "output_dir": "o", "max_epcoh": 3,
+                                  "batch_size_train": "big", "monitor_mode": "maximum"}))
+    assert len(found) == 3, found
+    text = "\n".join(found)
+    assert "run.max_epcoh: unknown key (value 3); did you mean 'max_epoch'?" in text
+    assert "run.batch_size_train: got 'big' (str), expected int" in text
+    assert "run.monitor_mode: got 'maximum' (str), expected one of 'max', 'min'" in text
+
+
+def test_missing_required_run_keys():
+    found = problems(project(run={"output_dir": "o"}))
+    assert found == ["run.task: required key is missing (expected str)"]
+
+
+def test_unknown_task_and_runner_names_are_config_errors():
+    text = "\n".join(problems(project(run={"task": "captionin", "output_dir": "o", "runner": "nope"})))
+    assert "run.task: no task named 'captionin'" in text and "'captioning'" in text
+    assert "run.runner: no runner named 'nope'" in text
+
+
+def test_model_and_dataset_key_errors_name_the_closest_key():
+    found = problems(project(model={"arch": "blip2_opt", "num_query_token": 4},
+                             datasets={"synthetic_caption": {"build_info": {"num_trian": 5},
+                                                             "vis_processor": {"eval": {"name": "video_eval",
+                                                                                        "num_frame": 2}}}}))
+    text = "\n".join(found)
+    assert "model.num_query_token: unknown key for 'blip2_opt' (value 4); did you mean 'num_query_tokens'?" in text
+    assert "datasets.synthetic_caption.build_info.num_trian: unknown key; did you mean 'num_train'?" in text
+    assert ("datasets.synthetic_caption.vis_processor.eval.num_frame: unknown key for processor 'video_eval'; "
+            "did you mean 'num_frames'?") in text
+    assert len(found) == 3
+
+
+def test_unknown_arch_builder_model_type_and_section():
+    cfg = project(model={"arch": "clip4clp"}, datasets={"synthetic_captions": {}})
+    cfg.extra = 1
+    text = "\n".join(problems(cfg))
+    assert "extra: unknown top-level section" in text
+    assert "model.arch: no model named 'clip4clp'" in text and "'clip4clip'" in text
+    assert "no builder named 'synthetic_captions'" in text
+    text = "\n".join(problems(project(model={"arch": "clip4clip", "model_type": "base"})))
+    assert "'base' is not a model type of 'clip4clip'; expected one of ['tiny']" in text
+
+
+def test_bad_options():
+    with pytest.raises(ConfigError, match="expected key=value"):
+        build_config(project(), ["run.max_epoch"])
+
+
+def test_data_root_from_environment(monkeypatch):
+    monkeypatch.setenv("VCAP_DATA_ROOT", "somewhere/else")
+    cfg = build_config(project())
+    assert cfg.datasets.synthetic_caption.build_info.storage == "somewhere/else/synthetic"
+
+
+def test_imports_register_a_user_model_without_editing_vcap(tmp_path, monkeypatch):
+    (tmp_path / "my_pkg_model.py").write_text(textwrap.dedent("""
+        import torch
+        from vcap.common.registry import registry
+        from vcap.models.base_model import BaseModel
+
+        @registry.register_model("my_model")
+        class MyModel(BaseModel):
+            PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/clip4clip/tiny.yaml"}
+
+            def __init__(self, width: int = 8, arch_note: str = ""):
+                super().__init__()
+                self.proj = torch.nn.Linear(width, width)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = OmegaConf.create({"imports": ["my_pkg_model"], "model": {"arch": "my_model", "width": 4},
+                            "datasets": {"synthetic_caption": {}}, "run": {"task": "captioning", "output_dir": "o"}})
+    # the borrowed card's keys are not MyModel's arguments: reported, not silently passed on
+    assert any("model.clip_config: unknown key for 'my_model'" in p for p in problems(cfg))
+    registry.get_model_class("my_model").PRETRAINED_MODEL_CONFIG_DICT = {}
+    cfg.model.model_type = "tiny"
+    assert any("'tiny' is not a model type of 'my_model'" in p for p in problems(cfg))
+    registry.unregister("model", "my_model")
+
+    cfg.imports = ["no_such_module_xyz"]
+    assert any("imports: cannot import module 'no_such_module_xyz'" in p for p in problems(cfg))
+
+
+@pytest.mark.parametrize("path", PROJECTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_project_loads_and_validates(path):
+    cfg = build_config(path)
+    assert run_config(cfg).output_dir
+    assert not absolute_paths(OmegaConf.load(path)), "absolute path in a shipped project"
+
+
+@pytest.mark.parametrize("path", CARDS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_card_loads_without_absolute_paths(path):
+    cfg = OmegaConf.load(path)
+    assert len(cfg) > 0
+    assert not absolute_paths(cfg)
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+
+
+def test_every_card_is_reachable_from_a_registered_class():
+    import vcap  # noqa: F401
+
+    used = set()
+    for kind, attr in (("model", "PRETRAINED_MODEL_CONFIG_DICT"), ("builder", "DATASET_CONFIG_DICT")):
+        for name in registry.list(kind):
+            used.update(getattr(registry.get(kind, name), attr).values())
+    assert {str(p.relative_to(REPO / "vcap")) for p in CARDS} == used
+
+
+def test_absolute_paths_are_detected():
+    assert absolute_paths(OmegaConf.create({"a": {"b": "/export/data", "c": "${oc.env:X,data}"}})) == \
+        ["a.b='/export/data'"]

@@ -1,0 +1,339 @@
+"""Project configs: layering (model card < dataset card < project YAML < --options) and validation.
+
+Every problem in a project (unknown keys, wrong types, unknown registry names) is collected and
+raised at once as a ``ConfigError`` before any data, model or process group is touched.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import inspect
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from vcap.common.registry import registry
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("imports", "model", "datasets", "run")
+# Keys every model section may carry besides its constructor arguments.
+MODEL_RESERVED_KEYS = ("arch", "model_type", "checkpoint")
+
+
+class ConfigError(ValueError):
+    """One or more problems in a project config; the message lists all of them."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = list(problems)
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s){where}:\n{lines}")
+
+
+def _closest(name: str, valid) -> str:
+    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# ------------------------------------------------------------------------------------------------
+# The run section schema
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class RunConfig:
+    """Typed schema of the ``run`` section. Defaults live here and nowhere else."""
+
+    task: str
+    output_dir: str
+    runner: str = "runner_base"
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dist_backend: Literal["auto", "gloo", "nccl"] = "auto"
+    num_threads: Optional[int] = None  # torch intra-op threads per process; default: cores / local world size
+    # schedule
+    max_epoch: int = 1
+    max_iters: Optional[int] = None  # stop after this many optimizer steps (overrides max_epoch)
+    batch_size_train: int = 16
+    batch_size_eval: int = 32
+    num_workers: int = 0
+    lr_sched: str = "linear_warmup_cosine"
+    init_lr: float = 1e-4
+    min_lr: float = 0.0
+    warmup_lr: float = 0.0
+    warmup_steps: int = 0
+    weight_decay: float = 0.05
+    beta2: float = 0.999
+    accum_grad_iters: int = 1
+    max_grad_norm: Optional[float] = 1.0
+    amp: Literal["bf16", "fp16", "none"] = "bf16"  # used on GPU only
+    # evaluation
+    train_splits: list = field(default_factory=lambda: ["train"])
+    valid_splits: list = field(default_factory=lambda: ["val"])
+    test_splits: list = field(default_factory=lambda: ["test"])
+    val_freq: int = 1
+    monitor: Optional[str] = None  # e.g. CIDEr, t2v_R1; None: keep the last epoch
+    monitor_mode: Literal["max", "min"] = "max"
+    evaluate_only: bool = False
+    # caption generation at evaluation
+    num_beams: int = 3
+    max_new_tokens: int = 20
+    min_new_tokens: int = 1
+    # logging
+    log_freq: int = 10
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_type(value: Any, tp) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        return any(_check_type(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if tp is list or origin is list:
+        return isinstance(value, (list, tuple))
+    if tp is dict or origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, tp)
+
+
+def validate_run(run: dict) -> list[str]:
+    """Problems in a resolved ``run`` section, all of them."""
+    problems = []
+    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
+    hints = typing.get_type_hints(RunConfig)
+    for key, value in run.items():
+        if key not in fields:
+            problems.append(f"run.{key}: unknown key (value {value!r}){_closest(key, fields)}")
+            continue
+        if not _check_type(value, hints[key]):
+            problems.append(f"run.{key}: got {value!r} ({type(value).__name__}), expected {_type_name(hints[key])}")
+    for name, f in fields.items():
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in run:
+            problems.append(f"run.{name}: required key is missing (expected {_type_name(hints[name])})")
+    return problems
+
+
+def run_config(cfg: DictConfig) -> RunConfig:
+    """The run section as a typed object with schema defaults filled in."""
+    return RunConfig(**OmegaConf.to_container(cfg.run, resolve=True))
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading and layering
+# ------------------------------------------------------------------------------------------------
+def load_yaml(path: str | os.PathLike) -> DictConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    cfg = OmegaConf.load(path)
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError([f"the top level must be a mapping, got {type(cfg).__name__}"], str(path))
+    return cfg
+
+
+def package_config_path(rel: str) -> Path:
+    """Resolve a config path shipped inside the vcap package (``configs/...``)."""
+    return PACKAGE_ROOT / rel
+
+
+def import_user_modules(modules) -> None:
+    """Import the modules a project lists under ``imports`` so their registrations take effect."""
+    for name in modules or []:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ConfigError([f"imports: cannot import module {name!r}: {e}"]) from e
+
+
+def parse_options(options: list[str] | None) -> DictConfig:
+    """``key=value`` overrides (LAVIS's --options). Values are parsed as YAML."""
+    options = list(options or [])
+    bad = [o for o in options if "=" not in o or o.startswith("=")]
+    if bad:
+        raise ConfigError([f"--options {o!r}: expected key=value, e.g. run.max_epoch=2" for o in bad])
+    return OmegaConf.from_dotlist(options)
+
+
+def _model_card(arch: str, model_type: str) -> DictConfig:
+    cls = registry.get_model_class(arch)
+    cards = getattr(cls, "PRETRAINED_MODEL_CONFIG_DICT", {})
+    if model_type not in cards:
+        raise ConfigError(
+            [f"model.model_type: {model_type!r} is not a model type of {arch!r}; "
+             f"expected one of {sorted(cards)}{_closest(model_type, cards)}"]
+        )
+    card = load_yaml(package_config_path(cards[model_type]))
+    return card.get("model", card)
+
+
+def _dataset_card(name: str, card_type: str) -> DictConfig:
+    cls = registry.get_builder_class(name)
+    cards = getattr(cls, "DATASET_CONFIG_DICT", {})
+    if card_type not in cards:
+        raise ConfigError(
+            [f"datasets.{name}.type: {card_type!r} is not a card of {name!r}; expected one of {sorted(cards)}"]
+        )
+    return load_yaml(package_config_path(cards[card_type]))
+
+
+def _unknown_keys(section: DictConfig, valid: DictConfig, prefix: str) -> list[str]:
+    """Keys present in ``section`` but absent in ``valid`` (recursively over mappings)."""
+    problems = []
+    for key in section:
+        if key not in valid:
+            problems.append(f"{prefix}.{key}: unknown key{_closest(key, list(valid))}")
+        elif isinstance(section[key], DictConfig) and isinstance(valid[key], DictConfig) and len(valid[key]) > 0:
+            problems.extend(_unknown_keys(section[key], valid[key], f"{prefix}.{key}"))
+    return problems
+
+
+PROCESSOR_KEYS = ("vis_processor", "text_processor")
+
+
+def _check_dataset(section: DictConfig, card: DictConfig, merged: DictConfig, prefix: str) -> list[str]:
+    """Unknown keys against the card; processor sections against their processor's arguments."""
+    from vcap.processors.base import check_processor_section  # processors import this module
+
+    valid = OmegaConf.merge(card, {"type": "default"})
+    rest = OmegaConf.create({k: v for k, v in section.items() if k not in PROCESSOR_KEYS})
+    problems = _unknown_keys(rest, valid, prefix)
+    for key in PROCESSOR_KEYS:
+        for split, proc in (merged.get(key) or {}).items():
+            if split not in ("train", "eval"):
+                problems.append(f"{prefix}.{key}.{split}: expected 'train' or 'eval'{_closest(split, ['train', 'eval'])}")
+            else:
+                problems.extend(check_processor_section(proc, f"{prefix}.{key}.{split}"))
+    return problems
+
+
+def build_config(project: DictConfig | str | os.PathLike, options: list[str] | None = None) -> DictConfig:
+    """Merge cards, project and overrides into one validated config.
+
+    Layering: model card < dataset card < project YAML < ``options``. Raises ``ConfigError``
+    listing every problem found.
+    """
+    source = None
+    if not isinstance(project, DictConfig):
+        source = str(project)
+        project = load_yaml(project)
+    user = OmegaConf.merge(project, parse_options(options))
+    problems = [f"{k}: unknown top-level section{_closest(k, SECTIONS)}" for k in user if k not in SECTIONS]
+
+    import_user_modules(user.get("imports"))
+    import vcap  # noqa: F401  (registers the built-in classes)
+
+    merged = OmegaConf.create({"imports": list(user.get("imports") or [])})
+
+    # model: the model-type card under the project's section
+    model = user.get("model")
+    if model is None or "arch" not in model:
+        problems.append("model.arch: required key is missing (e.g. blip2_opt, clip4clip)")
+    else:
+        try:
+            model_cls = registry.get_model_class(model.arch)
+            model_type = model.get("model_type", getattr(model_cls, "DEFAULT_MODEL_TYPE", "default"))
+            card = _model_card(model.arch, model_type)
+            # constructor defaults are filled in, so the saved config shows every value in effect
+            defaults = signature_defaults(model_cls.__init__)
+            merged.model = OmegaConf.merge(defaults, card, model, {"model_type": model_type})
+            valid = set(MODEL_RESERVED_KEYS) | set(model_cls.config_keys())
+            for key in merged.model:
+                if key not in valid:
+                    problems.append(f"model.{key}: unknown key for {model.arch!r} (value {merged.model[key]!r})"
+                                    f"{_closest(key, valid)}")
+        except (KeyError, ConfigError) as e:
+            problems.extend(e.problems if isinstance(e, ConfigError) else [f"model.arch: {e.args[0]}"])
+
+    # datasets: each builder's card under the project's section
+    merged.datasets = {}
+    datasets = user.get("datasets")
+    if not datasets:
+        problems.append("datasets: at least one dataset is required")
+    else:
+        for name, section in datasets.items():
+            section = section or OmegaConf.create({})
+            try:
+                card = _dataset_card(name, section.get("type", "default"))
+                merged.datasets[name] = OmegaConf.merge(card, section)
+                problems.extend(_check_dataset(section, card, merged.datasets[name], f"datasets.{name}"))
+            except (KeyError, ConfigError) as e:
+                problems.extend(e.problems if isinstance(e, ConfigError) else [f"datasets.{name}: {e.args[0]}"])
+
+    # run: typed schema
+    merged.run = user.get("run") or {}
+    try:
+        run = OmegaConf.to_container(merged.run, resolve=True)
+    except Exception as e:  # an interpolation that does not resolve
+        problems.append(f"run: cannot resolve interpolations: {e}")
+        run = None
+    if run is not None:
+        problems.extend(validate_run(run))
+        if not problems:
+            for key in ("task", "runner", "lr_sched"):
+                kind = {"lr_sched": "lr_scheduler"}.get(key, key)
+                try:
+                    registry.get(kind, run.get(key, getattr(RunConfig, key, None)))
+                except KeyError as e:
+                    problems.append(f"run.{key}: {e.args[0]}")
+        if not problems:
+            merged.run = OmegaConf.merge(OmegaConf.structured(RunConfig(**run)), merged.run)
+
+    if problems:
+        raise ConfigError(problems, source)
+    return merged
+
+
+_ABS = re.compile(r"^(/|[A-Za-z]:\\)")
+
+
+def absolute_paths(cfg: DictConfig | ListConfig, prefix: str = "") -> list[str]:
+    """Keys whose literal (unresolved) value is an absolute path."""
+    found = []
+    items = cfg.items_ex(resolve=False) if isinstance(cfg, DictConfig) else enumerate(cfg)
+    for key, value in items:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, (DictConfig, ListConfig)):
+            found.extend(absolute_paths(value, path))
+        elif isinstance(value, str) and _ABS.match(value):
+            found.append(f"{path}={value!r}")
+    return found
+
+
+def signature_keys(fn) -> list[str]:
+    """Names of the keyword parameters of ``fn`` (for validating a model section)."""
+    params = inspect.signature(fn).parameters.values()
+    return [p.name for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def signature_defaults(fn) -> dict:
+    """Keyword defaults of ``fn`` that a YAML config can hold (for showing the effective config)."""
+    out = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.name != "self" and p.default is not p.empty:
+            if p.default is None or isinstance(p.default, (bool, int, float, str, list, tuple, dict)):
+                out[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
+    return out
