@@ -1,0 +1,70 @@
+"""Model weights as safetensors, written atomically (temporary name, fsync, rename).
+
+Frozen pretrained weights are not copied into checkpoints: a model lists their keys in
+``frozen_pretrained_keys()`` and the checkpoint's metadata records where they come from.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write(path: str | os.PathLike, write_fn) -> None:
+    """Call ``write_fn(tmp_path)``, fsync, then rename onto ``path`` so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        write_fn(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    skip = set(getattr(model, "frozen_pretrained_keys", lambda: [])())
+    # clone: safetensors refuses tensors that share storage (tied embeddings)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items() if k not in skip}
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    meta["frozen_keys"] = json.dumps(sorted(skip))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict:
+    """Load a vcap checkpoint into ``model``; returns the report of missing and unexpected keys.
+
+    Keys the checkpoint deliberately left out (frozen pretrained weights) are not reported as missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.checkpoint {str(path)!r} does not exist")
+    state = {}
+    with safe_open(str(path), framework="pt") as f:
+        frozen = set(json.loads((f.metadata() or {}).get("frozen_keys", "[]")))
+        for k in f.keys():
+            state[k] = f.get_tensor(k)
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k not in frozen]
+    report = {"missing": missing, "unexpected": list(result.unexpected_keys)}
+    if missing or report["unexpected"]:
+        raise ValueError(
+            f"checkpoint {str(path)!r} does not match the model: {len(missing)} missing keys "
+            f"{missing[:5]}, {len(report['unexpected'])} unexpected keys {report['unexpected'][:5]}"
+        )
+    return report
