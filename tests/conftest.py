@@ -1,0 +1,36 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Set before transformers is imported anywhere: a hub miss otherwise costs ~90 s of retries.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TINY_SPEC = dict(seed=3, num_train=40, num_val=12, num_test=16, num_frames=8, size=32, fps=8, captions_per_video=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A small generated dataset (real H.264 files) shared by the tests of a session."""
+    from vcap.datasets.synthetic import SyntheticSpec, generate
+
+    spec = SyntheticSpec(**TINY_SPEC)
+    return generate(spec, tmp_path_factory.mktemp("synthetic") / spec.key())
+
+
+@pytest.fixture(scope="session")
+def word_tokenizer_path(tiny_data, tmp_path_factory):
+    import json
+
+    from vcap.processors.tokenizer import WordTokenizer
+
+    records = json.loads((tiny_data / "annotations" / "train.json").read_text())
+    texts = [c for r in records for c in r["captions"]] + ["a video of"]
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    WordTokenizer.train(texts).save(path)
+    return str(path)

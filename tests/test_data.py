@@ -1,0 +1,129 @@
+import json
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from vcap.datasets.synthetic import ALL_ATTRIBUTES, Attributes, SyntheticSpec, generate, render_frames
+from vcap.datasets.video import VideoDecodeError, read_frames, sample_indices
+from vcap.processors.text_processors import CaptionProcessor
+from vcap.processors.tokenizer import WordTokenizer
+from vcap.processors.video_processors import VideoEvalProcessor, VideoTrainProcessor
+
+
+def full_decode(path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def test_generated_files_are_real_h264_with_the_card_frame_count(tiny_data):
+    path = tiny_data / "videos" / "train00000.mp4"
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert (stream.width, stream.height) == (32, 32)
+    assert full_decode(path).shape == (8, 32, 32, 3)
+
+
+def test_uniform_sampling_returns_exactly_the_full_decode_frames(tiny_data):
+    path = tiny_data / "videos" / "val00003.mp4"
+    frames = full_decode(path)
+    clip = read_frames(path, 4, "uniform")
+    assert clip.dtype == torch.uint8 and clip.shape == (4, 3, 32, 32)
+    idx = sample_indices(len(frames), 4, "uniform")
+    assert idx == [1, 3, 5, 7]
+    assert torch.equal(clip, torch.from_numpy(frames[idx]).permute(0, 3, 1, 2))
+
+
+def test_rand_sampling_is_seeded_and_stays_in_segments():
+    a = sample_indices(16, 4, "rand", seed=5)
+    assert a == sample_indices(16, 4, "rand", seed=5)
+    assert all(4 * i <= j < 4 * (i + 1) for i, j in enumerate(a))
+    assert len({tuple(sample_indices(16, 4, "rand", seed=s)) for s in range(20)}) > 1
+    assert sample_indices(2, 4, "uniform") == [0, 0, 1, 1]  # short clips repeat frames
+
+
+def test_decode_errors_name_the_file(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video")
+    for path, reason in ((empty, "0 bytes"), (text, ""), (tmp_path / "missing.mp4", "does not exist")):
+        with pytest.raises(VideoDecodeError) as e:
+            read_frames(path, 4)
+        assert str(path) in str(e.value) and reason in str(e.value)
+
+
+def test_generation_is_deterministic_and_seed_dependent(tmp_path):
+    spec = SyntheticSpec(seed=1, num_train=4, num_val=3, num_test=3, num_frames=4)
+    a, b = generate(spec, tmp_path / "a"), generate(spec, tmp_path / "b")
+    c = generate(SyntheticSpec(seed=2, num_train=4, num_val=3, num_test=3, num_frames=4), tmp_path / "c")
+    ann = lambda d: (d / "annotations" / "train.json").read_text()  # noqa: E731
+    assert ann(a) == ann(b) != ann(c)
+    assert np.array_equal(full_decode(a / "videos" / "test00001.mp4"), full_decode(b / "videos" / "test00001.mp4"))
+    assert spec.key() != SyntheticSpec(seed=2, num_train=4, num_val=3, num_test=3, num_frames=4).key()
+
+
+def test_eval_splits_have_unique_attributes_and_captions_name_them(tiny_data):
+    for split in ("val", "test"):
+        records = json.loads((tiny_data / "annotations" / f"{split}.json").read_text())
+        combos = [tuple(r["attributes"].values()) for r in records]
+        assert len(set(combos)) == len(combos)
+        for r in records:
+            a = r["attributes"]
+            assert len(r["captions"]) == 3 and len(set(r["captions"])) == 3
+            for cap in r["captions"]:
+                assert a["colour"] in cap and a["shape"] in cap and a["background"] in cap
+                assert a["direction"] in cap.replace("leftward", "left").replace("rightward", "right").replace(
+                    "upward", "up").replace("downward", "down")
+
+
+def test_direction_is_not_visible_in_one_frame():
+    """Left and right clips cover the same positions; only the frame order differs."""
+    import random
+
+    size, attr = 32, ALL_ATTRIBUTES[0]
+    left = Attributes(attr.colour, attr.shape, "left", attr.size, attr.background)
+    right = Attributes(attr.colour, attr.shape, "right", attr.size, attr.background)
+    fl = render_frames(left, 5, size, random.Random(0))
+    fr = render_frames(right, 5, size, random.Random(0))
+    # a right-moving clip starting where the left one ends is its time reversal
+    starts_l = [np.argwhere((f != f[0, 0]).any(-1))[:, 1].mean() for f in fl]
+    starts_r = [np.argwhere((f != f[0, 0]).any(-1))[:, 1].mean() for f in fr]
+    assert starts_l[0] > starts_l[-1] and starts_r[0] < starts_r[-1]
+
+
+def test_spec_validation():
+    with pytest.raises(ValueError, match="num_test=10000"):
+        SyntheticSpec(num_test=10000)
+    with pytest.raises(ValueError, match="size=33"):
+        SyntheticSpec(size=33)
+
+
+def test_video_processors_shapes_order_and_seeded_crop():
+    frames = torch.randint(0, 255, (4, 3, 40, 48), dtype=torch.uint8)
+    ev = VideoEvalProcessor(num_frames=4, image_size=32)
+    out = ev(frames)
+    assert out.shape == (4, 3, 32, 32) and out.dtype == torch.float32
+    rev = VideoEvalProcessor(num_frames=4, image_size=32, frame_order="reverse")(frames)
+    assert torch.equal(rev, out.flip(0))
+    shuf = VideoEvalProcessor(num_frames=4, image_size=32, frame_order="shuffle")
+    assert torch.equal(shuf(frames, seed=1), shuf(frames, seed=1))
+    assert not torch.equal(shuf(frames, seed=1), out)
+    tr = VideoTrainProcessor(num_frames=4, image_size=32, min_scale=0.3)
+    assert torch.equal(tr(frames, seed=3), tr(frames, seed=3))
+    assert not torch.equal(tr(frames, seed=3), tr(frames, seed=4))
+
+
+def test_caption_processor_and_word_tokenizer(tmp_path):
+    proc = CaptionProcessor(max_words=5)
+    assert proc("A Red, circle-moves LEFT! on black.") == "a red circle moves left"
+    tok = WordTokenizer.train(["a red circle", "a blue square"])
+    ids, mask = tok(["a red square", "a green circle"], max_length=8)
+    assert ids.shape == mask.shape == (2, 5)
+    assert ids[0, 0] == tok.bos_token_id and ids[0, 4] == tok.eos_token_id
+    assert ids[1, 2] == tok.unk_token_id
+    assert tok.decode(ids[0]) == "a red square"
+    tok.save(tmp_path / "t.json")
+    assert WordTokenizer.load(tmp_path / "t.json").ids("blue circle") == tok.ids("blue circle")

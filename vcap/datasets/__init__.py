@@ -1,0 +1,1 @@
+from vcap.datasets import builders  # noqa: F401  (registration)

@@ -1,0 +1,41 @@
+"""Builders for the generated dataset (vcap/datasets/synthetic.py): generated on first use."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from vcap.common.registry import registry
+from vcap.datasets.builders.base import BaseBuilder, RetrievalBuilderMixin
+from vcap.datasets.synthetic import SyntheticSpec, generate
+
+
+class _SyntheticBuilder(BaseBuilder):
+    def spec(self) -> SyntheticSpec:
+        b = self.config.build_info
+        return SyntheticSpec(seed=b.seed, num_train=b.num_train, num_val=b.num_val, num_test=b.num_test,
+                             num_frames=b.num_frames, size=b.size, fps=b.fps,
+                             captions_per_video=b.captions_per_video)
+
+    def data_dir(self) -> Path:
+        return Path(self.config.build_info.storage) / self.spec().key()
+
+    def prepare(self) -> None:
+        generate(self.spec(), self.data_dir())
+
+    def annotation_path(self, split: str) -> Path:
+        return self.data_dir() / "annotations" / f"{split}.json"
+
+    def video_root(self) -> Path:
+        return self.data_dir() / "videos"
+
+    def splits(self) -> list[str]:
+        return ["train", "val", "test"]
+
+
+@registry.register_builder("synthetic_caption")
+class SyntheticCaptionBuilder(_SyntheticBuilder):
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic/caption.yaml"}
+
+
+@registry.register_builder("synthetic_retrieval")
+class SyntheticRetrievalBuilder(RetrievalBuilderMixin, _SyntheticBuilder):
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic/retrieval.yaml"}

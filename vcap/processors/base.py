@@ -1,0 +1,50 @@
+"""Processor base: built from a config section whose keys are the constructor's arguments."""
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from vcap.common.config import ConfigError, signature_keys
+from vcap.common.registry import registry
+
+
+class BaseProcessor:
+    @classmethod
+    def config_keys(cls) -> list[str]:
+        return signature_keys(cls.__init__)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig | dict | None):
+        kwargs = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+        kwargs.pop("name", None)
+        return cls(**kwargs)
+
+
+def check_processor_section(section, prefix: str) -> list[str]:
+    """Problems in a processor section ``{name: ..., <kwargs>}`` (checked before any work starts)."""
+    if section is None:
+        return []
+    if "name" not in section:
+        return [f"{prefix}.name: required key is missing (e.g. video_eval, caption)"]
+    try:
+        cls = registry.get_processor_class(section.name)
+    except KeyError as e:
+        return [f"{prefix}.name: {e.args[0]}"]
+    import difflib
+
+    valid = cls.config_keys()
+    problems = []
+    for key in section:
+        if key != "name" and key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{prefix}.{key}: unknown key for processor {section.name!r}{hint}")
+    return problems
+
+
+def build_processor(section):
+    if section is None:
+        return None
+    problems = check_processor_section(section, "processor")
+    if problems:
+        raise ConfigError(problems)
+    return registry.get_processor_class(section.name).from_config(section)
