@@ -1,0 +1,151 @@
+"""BLIP-2 video captioner with an OPT language model.
+
+Every frame goes through the image ViT; with ``frame_fusion: concat_tokens`` the patch tokens of
+all T frames are concatenated into one sequence and one Q-Former pass reads them ("Pretrained
+Image-Text Models are Secretly Video Captioners"); ``concat_queries`` runs the Q-Former per frame
+and hands T x Q query tokens to the LM. Sub-module names follow transformers'
+``Blip2ForConditionalGeneration`` (vision_model, query_tokens, qformer, language_projection,
+language_model) so its weights map one to one.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel, OPTConfig, \
+    OPTForCausalLM
+
+from vcap.common.registry import registry
+from vcap.models.base_model import BaseModel, load_word_tokenizer
+
+
+@registry.register_model("blip2_opt")
+class Blip2OPTVideo(BaseModel):
+    """Args:
+        tokenizer: path of a word-level tokenizer file, or ``word`` to train one from the captions.
+        blip2_config: ``vision_config``, ``qformer_config`` and ``text_config`` (OPT) mappings,
+            for a model initialised from scratch.
+        num_query_tokens: learned queries of the Q-Former.
+        prompt: text placed before the caption; the loss ignores it. It lives here only.
+        frame_fusion: ``concat_tokens`` (one Q-Former pass over all frames' tokens) or
+            ``concat_queries`` (a pass per frame, T x Q tokens to the LM).
+        temporal_embedding: add a learned per-frame embedding to the ViT tokens, so the
+            Q-Former can tell frame order (without it, both fusions are order-invariant).
+        max_frames: frames the temporal embedding covers.
+        freeze_vit, freeze_llm: keep those weights fixed.
+        max_txt_len: caption tokens (with EOS) used for training.
+    """
+
+    PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/blip2_opt/tiny.yaml"}
+
+    def __init__(self, tokenizer: str = "word", blip2_config: dict | None = None, num_query_tokens: int = 32,
+                 prompt: str = "a video of", frame_fusion: Literal["concat_tokens", "concat_queries"] = "concat_tokens",
+                 temporal_embedding: bool = True, max_frames: int = 32, freeze_vit: bool = True,
+                 freeze_llm: bool = True, max_txt_len: int = 32):
+        super().__init__()
+        if frame_fusion not in ("concat_tokens", "concat_queries"):
+            raise ValueError(f"frame_fusion {frame_fusion!r}: expected 'concat_tokens' or 'concat_queries'")
+        if blip2_config is None:
+            raise ValueError("blip2_opt needs blip2_config (vision_config, qformer_config, text_config)")
+        self.tokenizer = load_word_tokenizer(tokenizer)
+        tok = self.tokenizer
+        vcfg = Blip2VisionConfig(**blip2_config.get("vision_config", {}))
+        qcfg = Blip2QFormerConfig(**{**blip2_config.get("qformer_config", {}), "encoder_hidden_size": vcfg.hidden_size})
+        tcfg = OPTConfig(**{**blip2_config.get("text_config", {}), "vocab_size": len(tok),
+                            "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
+                            "eos_token_id": tok.eos_token_id})
+        self.vision_model = Blip2VisionModel(vcfg)
+        self.query_tokens = torch.nn.Parameter(torch.randn(1, num_query_tokens, qcfg.hidden_size) * qcfg.initializer_range)
+        self.qformer = Blip2QFormerModel(qcfg)
+        self.language_projection = torch.nn.Linear(qcfg.hidden_size, tcfg.hidden_size)
+        self.language_model = OPTForCausalLM(tcfg)
+        self.temporal_embedding = (torch.nn.Parameter(torch.randn(max_frames, vcfg.hidden_size) * 0.02)
+                                   if temporal_embedding else None)
+        self.prompt, self.frame_fusion, self.max_txt_len = prompt, frame_fusion, max_txt_len
+        self.max_frames = max_frames
+        self._frozen_modules = [n for n, f in (("vision_model", freeze_vit), ("language_model", freeze_llm)) if f]
+        for name in self._frozen_modules:
+            getattr(self, name).requires_grad_(False)
+
+    # -- the one shared encoding path: video -> LM input embeddings ------------------------------
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) pixels -> (B, N, D_lm) query embeddings for the LM."""
+        b, t = video.shape[:2]
+        if t > self.max_frames and self.temporal_embedding is not None:
+            raise ValueError(f"got {t} frames but the temporal embedding covers max_frames={self.max_frames}")
+        tokens = self.vision_model(pixel_values=video.flatten(0, 1)).last_hidden_state  # (B*T, P, Dv)
+        tokens = tokens.view(b, t, *tokens.shape[1:])
+        if self.temporal_embedding is not None:
+            tokens = tokens + self.temporal_embedding[:t, None, :]
+        if self.frame_fusion == "concat_tokens":
+            tokens = tokens.flatten(1, 2)  # (B, T*P, Dv): one Q-Former pass over every frame
+            queries = self.query_tokens.expand(b, -1, -1)
+        else:
+            tokens = tokens.flatten(0, 1)  # (B*T, P, Dv): one pass per frame
+            queries = self.query_tokens.expand(b * t, -1, -1)
+        out = self.qformer(query_embeds=queries, encoder_hidden_states=tokens).last_hidden_state
+        out = self.language_projection(out)
+        return out.reshape(b, -1, out.shape[-1])
+
+    def _prompt_ids(self) -> torch.Tensor:
+        return torch.tensor([self.tokenizer.bos_token_id] + self.tokenizer.ids(self.prompt), device=self.device)
+
+    def _prefix(self, video_embeds: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """LM inputs before the caption: query embeddings then the prompt."""
+        prompt = self.language_model.get_input_embeddings()(self._prompt_ids())
+        prefix = torch.cat([video_embeds, prompt.unsqueeze(0).expand(video_embeds.shape[0], -1, -1)], dim=1)
+        return prefix, prefix.shape[1]
+
+    def _token_logprobs(self, video_embeds: torch.Tensor, target_ids: torch.Tensor,
+                        target_mask: torch.Tensor) -> torch.Tensor:
+        """Log-probability of each target token after [queries; prompt] (zero where masked)."""
+        prefix, n_prefix = self._prefix(video_embeds)
+        embeds = torch.cat([prefix, self.language_model.get_input_embeddings()(target_ids)], dim=1)
+        mask = torch.cat([torch.ones(prefix.shape[:2], dtype=target_mask.dtype, device=prefix.device), target_mask], 1)
+        logits = self.language_model(inputs_embeds=embeds, attention_mask=mask).logits
+        # the token at position n_prefix + i is predicted from position n_prefix + i - 1
+        logits = logits[:, n_prefix - 1: -1].float()
+        lp = torch.gather(F.log_softmax(logits, dim=-1), 2, target_ids.unsqueeze(-1)).squeeze(-1)
+        return lp * target_mask
+
+    def _caption_targets(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = self.tokenizer(captions, self.max_txt_len, add_bos=False, add_eos=True)
+        return ids.to(self.device), mask.to(self.device)
+
+    # -- public interface ---------------------------------------------------------------------
+    def forward(self, samples: dict) -> dict:
+        video_embeds = self.encode_video(samples["video"].to(self.device))
+        ids, mask = self._caption_targets(samples["text_input"])
+        lp = self._token_logprobs(video_embeds, ids, mask)
+        loss = -lp.sum() / mask.sum().clamp(min=1)
+        return {"loss": loss}
+
+    def score_sequences(self, samples: dict, token_ids: torch.Tensor) -> torch.Tensor:
+        """Differentiable summed log-probs of caption token ids (N = B*K rows, K per video, pad after EOS)."""
+        video_embeds = self.encode_video(samples["video"].to(self.device))
+        k = token_ids.shape[0] // video_embeds.shape[0]
+        mask = self._sequence_mask(token_ids.to(self.device))
+        return self._token_logprobs(video_embeds.repeat_interleave(k, 0), token_ids.to(self.device), mask).sum(1)
+
+    def _sequence_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        """1 up to and including the first EOS, 0 after."""
+        is_eos = (ids == self.tokenizer.eos_token_id).long()
+        after_eos = (is_eos.cumsum(1) - is_eos) > 0
+        return (~after_eos & (ids != self.tokenizer.pad_token_id)).long()
+
+    @torch.no_grad()
+    def generate_ids(self, samples: dict, num_beams: int = 3, max_new_tokens: int = 20, min_new_tokens: int = 1,
+                     do_sample: bool = False, temperature: float = 1.0, num_return_sequences: int = 1,
+                     top_p: float = 1.0) -> torch.Tensor:
+        prefix, _ = self._prefix(self.encode_video(samples["video"].to(self.device)))
+        tok = self.tokenizer
+        return self.language_model.generate(
+            inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device),
+            num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample,
+            temperature=temperature, top_p=top_p, num_return_sequences=num_return_sequences,
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        )
+
+    def generate(self, samples: dict, **gen_cfg) -> list[str]:
+        return [self.tokenizer.decode(row) for row in self.generate_ids(samples, **gen_cfg)]
