@@ -1,0 +1,72 @@
+"""Caption metrics computed by pycocoevalcap itself (PTB tokenizer, BLEU, METEOR, ROUGE-L, CIDEr).
+
+SPICE needs Stanford CoreNLP, which pycocoevalcap downloads on first use; when it is not on disk
+the result says so under ``SPICE`` instead of dropping the key.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from pathlib import Path
+
+METRIC_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+
+
+def _require_java() -> None:
+    if shutil.which("java") is None:
+        raise RuntimeError(
+            "caption metrics need Java for pycocoevalcap's PTB tokenizer and METEOR, and `java` is not on "
+            "PATH; install a JRE (e.g. `apt-get install -y default-jre-headless`)"
+        )
+
+
+def spice_status() -> str | None:
+    """None when SPICE can run, else the reason it cannot."""
+    import pycocoevalcap
+
+    lib = Path(list(pycocoevalcap.__path__)[0]) / "spice" / "lib"
+    jars = list(lib.glob("stanford-corenlp-3.6.0*.jar")) if lib.is_dir() else []
+    if len(jars) < 2:
+        return (f"unavailable: SPICE needs the Stanford CoreNLP 3.6.0 jars in {lib}, which pycocoevalcap "
+                "downloads on first use (run pycocoevalcap/spice/get_stanford_models.py with network access)")
+    return None
+
+
+def caption_scores(refs: dict, preds: dict, spice: bool = True) -> dict:
+    """Standard caption metrics of ``preds`` (id -> caption) against ``refs`` (id -> list of captions).
+
+    Every id of ``refs`` needs a prediction; values are pycocoevalcap's (CIDEr 1.0 = 100 in papers).
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    missing = [k for k in refs if k not in preds]
+    if missing:
+        raise ValueError(f"{len(missing)} ids have references but no prediction, e.g. {missing[:3]}")
+    _require_java()
+    ids = list(refs)
+    tok = PTBTokenizer()
+    gts = tok.tokenize({i: [{"caption": c} for c in refs[i]] for i in ids})
+    res = tok.tokenize({i: [{"caption": preds[i]}] for i in ids})
+    out: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):  # Bleu prints its n-gram counts
+        bleu, _ = Bleu(4).compute_score(gts, res)
+    out.update({f"Bleu_{n + 1}": float(b) for n, b in enumerate(bleu)})
+    meteor = Meteor()
+    out["METEOR"] = float(meteor.compute_score(gts, res)[0])
+    del meteor  # its __del__ stops the Java process
+    out["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
+    out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    if spice:
+        reason = spice_status()
+        if reason is None:
+            from pycocoevalcap.spice.spice import Spice
+
+            out["SPICE"] = float(Spice().compute_score(gts, res)[0])
+        else:
+            out["SPICE"] = reason
+    return out

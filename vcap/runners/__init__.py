@@ -1,0 +1,3 @@
+from vcap.runners.runner_base import RunnerBase
+
+__all__ = ["RunnerBase"]

@@ -1,0 +1,253 @@
+"""Epoch-based runner: DDP training with AMP, accumulation and clipping; validation picks the best
+checkpoint by ``run.monitor``; the test split is evaluated with the best weights at the end."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Sampler
+from tqdm import tqdm
+
+from vcap.common import dist
+from vcap.common.checkpoint import load_weights, save_weights
+from vcap.common.config import run_config
+from vcap.common.logger import MetricWriter
+from vcap.common.optim import param_groups
+from vcap.common.registry import registry
+
+log = logging.getLogger(__name__)
+
+
+class ShardSampler(Sampler):
+    """Evaluation sampler: rank r takes items r, r+W, ... with no padding (results are gathered by id)."""
+
+    def __init__(self, n: int):
+        self.indices = list(range(dist.get_rank(), n, dist.get_world_size()))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@registry.register_runner("runner_base")
+class RunnerBase:
+    def __init__(self, cfg, task, model, datasets: dict, device: torch.device):
+        self.cfg, self.task, self.datasets, self.device = cfg, task, datasets, device
+        self.run = run_config(cfg)
+        self.output_dir = Path(self.run.output_dir)
+        self.ckpt_dir = self.output_dir / "checkpoints"
+        self.model = model.to(device)
+        self.ddp = None
+        self.optimizer = self.scheduler = self.scaler = None
+        self.step = 0
+        self.writer = MetricWriter(self.output_dir, enabled=dist.is_main_process())
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.run.amp) \
+            if device.type == "cuda" else None
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def save_config(self) -> None:
+        if dist.is_main_process():
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            text = OmegaConf.to_yaml(self.cfg, resolve=True)
+            log.info("config:\n%s", text)
+            (self.output_dir / "config.yaml").write_text(text)
+
+    def split_datasets(self, split: str) -> dict:
+        return {name: splits[split] for name, splits in self.datasets.items() if split in splits}
+
+    def train_loader(self) -> DataLoader:
+        parts = [ds for split in self.run.train_splits for ds in self.split_datasets(split).values()]
+        if not parts:
+            raise ValueError(f"no dataset has the train splits {self.run.train_splits}")
+        self.train_parts = parts
+        data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+        # drop_last everywhere: every rank runs the same number of steps and every batch is full
+        sampler = DistributedSampler(data, num_replicas=dist.get_world_size(), rank=dist.get_rank(),
+                                     shuffle=True, seed=self.run.seed, drop_last=True)
+        return DataLoader(data, batch_size=self.run.batch_size_train, sampler=sampler, drop_last=True,
+                          num_workers=self.run.num_workers, pin_memory=self.device.type == "cuda")
+
+    def eval_loader(self, dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.run.batch_size_eval, sampler=ShardSampler(len(dataset)),
+                          num_workers=self.run.num_workers)
+
+    def setup_optimization(self, steps_per_epoch: int) -> None:
+        r = self.run
+        total = r.max_iters if r.max_iters else r.max_epoch * steps_per_epoch
+        lr_scales = getattr(self.model, "lr_scales", lambda: {})()
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, r.weight_decay, lr_scales), lr=r.init_lr,
+                                           betas=(0.9, r.beta2))
+        self.scheduler = registry.get_lr_scheduler_class(r.lr_sched)(
+            self.optimizer, total_steps=total, init_lr=r.init_lr, min_lr=r.min_lr,
+            warmup_steps=r.warmup_steps, warmup_lr=r.warmup_lr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.total_steps = total
+        if dist.is_dist():
+            self.ddp = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    # -- training --------------------------------------------------------------------------------
+    def train(self) -> dict:
+        self.save_config()
+        loader = self.train_loader()
+        steps_per_epoch = len(loader) // self.run.accum_grad_iters
+        if steps_per_epoch == 0:
+            raise ValueError(f"the train split has {len(loader.dataset)} items: fewer than one batch of "
+                             f"{self.run.batch_size_train} x {dist.get_world_size()} ranks x "
+                             f"{self.run.accum_grad_iters} accumulation steps")
+        self.setup_optimization(steps_per_epoch)
+        max_epoch = math.ceil(self.run.max_iters / steps_per_epoch) if self.run.max_iters else self.run.max_epoch
+        metrics, best, best_epoch = {}, None, None
+        for epoch in range(max_epoch):
+            self.train_epoch(loader, epoch)
+            # detectron2's order: save first, so a failing evaluation can be debugged from the checkpoint
+            self.save_checkpoint("last")
+            last = epoch == max_epoch - 1 or self.step >= self.total_steps
+            if self.run.valid_splits and ((epoch + 1) % self.run.val_freq == 0 or last):
+                val = self.evaluate_splits(self.run.valid_splits, tag=f"epoch{epoch}")
+                score = self.monitored(val)
+                if score is not None and (best is None or self.better(score, best)):
+                    best, best_epoch = score, epoch
+                    self.save_checkpoint("best")
+                    metrics["val"] = next(iter(val.values())) if len(val) == 1 else val
+                self.writer.write(self.step, {"epoch": epoch, "best": best}, prefix="val/")
+            if self.step >= self.total_steps:
+                break
+        best_path = self.ckpt_dir / ("best.safetensors" if best is not None else "last.safetensors")
+        log.info("testing with %s (best %s=%s at epoch %s)", best_path, self.run.monitor, best, best_epoch)
+        load_weights(self.model, best_path)
+        if self.run.test_splits:
+            test = self.evaluate_splits(self.run.test_splits, tag="test")
+            metrics.update(test)
+        metrics["best_epoch"] = best_epoch
+        metrics["steps"] = self.step
+        self.write_metrics(metrics)
+        return metrics
+
+    def train_epoch(self, loader: DataLoader, epoch: int) -> None:
+        model = self.ddp or self.model
+        model.train()
+        loader.sampler.set_epoch(epoch)
+        for part in self.train_parts:
+            part.set_epoch(epoch)
+        accum = self.run.accum_grad_iters
+        usable = (len(loader) // accum) * accum  # never leave a half-accumulated step behind
+        bar = tqdm(total=usable, desc=f"epoch {epoch}", disable=not dist.is_main_process(), leave=False)
+        t0, first_step = time.time(), self.step
+        for i, batch in enumerate(loader):
+            if i >= usable or self.step >= self.total_steps:
+                break
+            sync = (i + 1) % accum == 0
+            with (contextlib.nullcontext() if sync or self.ddp is None else self.ddp.no_sync()):
+                with self.autocast():
+                    out = self.task.train_step(model, batch)
+                self.scaler.scale(out["loss"] / accum).backward()
+            bar.update(1)
+            if not sync:
+                continue
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = None
+            if self.run.max_grad_norm:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.max_grad_norm))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.step += 1
+            if self.step % self.run.log_freq == 0 or self.step == 1:
+                loss = float(dist.all_reduce_mean(out["loss"].detach()))
+                scalars = {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"], "epoch": epoch,
+                           "grad_norm": grad_norm, "sec_per_step": (time.time() - t0) / max(1, i + 1) * accum}
+                self.writer.write(self.step, scalars, prefix="train/")
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scalars['lr']:.2e}")
+        bar.close()
+        log.info("epoch %d: %d steps in %.1fs (global step %d)", epoch, self.step - first_step, time.time() - t0,
+                 self.step)
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def evaluate_splits(self, splits, tag: str = "") -> dict:
+        """``{split: metrics}`` (``dataset/split`` keys when the project has several datasets)."""
+        model = self.model
+        model.eval()
+        out = {}
+        for split in splits:
+            found = self.split_datasets(split)
+            if not found:
+                raise ValueError(f"no dataset has the split {split!r} (datasets: {list(self.datasets)})")
+            for name, ds in found.items():
+                key = split if len(self.datasets) == 1 else f"{name}/{split}"
+                t0 = time.time()
+                with self.autocast():
+                    metrics = self.task.evaluate(model, self.eval_loader(ds), ds, key.replace("/", "_"), self.output_dir)
+                log.info("%s %s (%.1fs): %s", tag, key, time.time() - t0,
+                         ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+                self.writer.write(self.step, {k: v for k, v in metrics.items() if isinstance(v, float)},
+                                  prefix=f"{key}/")
+                out[key] = metrics
+        return out
+
+    def monitored(self, results: dict):
+        if not self.run.monitor:
+            return None
+        first = next(iter(results.values()))
+        if self.run.monitor not in first:
+            raise KeyError(f"run.monitor {self.run.monitor!r} is not among the evaluation metrics {sorted(first)}")
+        return first[self.run.monitor]
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.run.monitor_mode == "max" else a < b
+
+    # -- outputs ---------------------------------------------------------------------------------
+    def save_checkpoint(self, name: str) -> None:
+        if dist.is_main_process():
+            meta = {"arch": self.cfg.model.arch, "model_type": self.cfg.model.model_type, "step": str(self.step),
+                    **self.model.checkpoint_metadata()}
+            save_weights(self.model, self.ckpt_dir / f"{name}.safetensors", meta)
+        dist.barrier()
+
+    def write_metrics(self, metrics: dict) -> None:
+        if dist.is_main_process():
+            path = self.output_dir / "metrics.json"
+            path.write_text(json.dumps(metrics, indent=2))
+            log.info("metrics written to %s:\n%s", path, json.dumps(metrics, indent=2))
+
+    def evaluate_only(self) -> dict:
+        self.save_config()
+        metrics = self.evaluate_splits(self.run.test_splits, tag="evaluate")
+        self.write_metrics(metrics)
+        return metrics
+
+    def close(self) -> None:
+        """Release the DDP model and optimizer before the process group goes (gloo aborts otherwise)."""
+        self.writer.close()
+        self.ddp = self.optimizer = self.scheduler = self.scaler = None
+        self.model = None
+        dist.cleanup()
+
+
+def configure_threads(num_threads: int | None) -> None:
+    if num_threads is None:
+        num_threads = max(1, (os.cpu_count() or 1) // dist.local_world_size())
+    torch.set_num_threads(num_threads)

@@ -1,0 +1,67 @@
+"""Task base: builds datasets and the model, and defines a training step and an evaluation."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from vcap.common import dist
+from vcap.common.checkpoint import read_metadata
+from vcap.common.config import run_config
+from vcap.common.registry import registry
+from vcap.processors.tokenizer import WordTokenizer
+
+log = logging.getLogger(__name__)
+
+
+class BaseTask:
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.run = run_config(cfg)
+
+    @classmethod
+    def setup_task(cls, cfg: DictConfig) -> "BaseTask":
+        return cls(cfg)
+
+    def build_datasets(self, cfg: DictConfig) -> dict[str, dict]:
+        """``{dataset name: {split: Dataset}}``; data is prepared on rank 0 before the others read it."""
+        out = {}
+        for name, section in cfg.datasets.items():
+            builder = registry.get_builder_class(name)(section, name)
+            out[name] = builder.build_datasets(seed=self.run.seed)
+        return out
+
+    def build_model(self, cfg: DictConfig, datasets: dict):
+        mcfg = cfg.model
+        if mcfg.get("tokenizer") == "word":
+            mcfg.tokenizer = self._word_tokenizer(cfg, datasets)
+        return registry.get_model_class(mcfg.arch).from_config(mcfg)
+
+    def _word_tokenizer(self, cfg: DictConfig, datasets: dict) -> str:
+        """Restore the tokenizer stored in ``model.checkpoint``, or train one on the training captions."""
+        path = Path(self.run.output_dir) / "tokenizer.json"
+        if dist.is_main_process():
+            ckpt = cfg.model.get("checkpoint")
+            if ckpt:
+                blob = read_metadata(ckpt).get("tokenizer.json")
+                if blob is None:
+                    raise ValueError(f"model.tokenizer is 'word' but checkpoint {ckpt!r} stores no tokenizer")
+                tok = WordTokenizer.from_str(blob)
+            else:
+                texts = [c for splits in datasets.values() if "train" in splits for c in splits["train"].captions()]
+                if not texts:
+                    raise ValueError("model.tokenizer is 'word' but no dataset has a train split to learn it from")
+                tok = WordTokenizer.train(texts + [cfg.model.get("prompt") or ""])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tok.save(path)
+            log.info("word tokenizer with %d tokens at %s", len(tok), path)
+        dist.barrier()
+        return str(path)
+
+    def train_step(self, model, samples: dict) -> dict:
+        return model(samples)
+
+    def evaluate(self, model, loader, dataset, split: str, output_dir: Path) -> dict:
+        """Metrics of ``model`` on ``dataset`` (identical on every rank)."""
+        raise NotImplementedError

@@ -1,0 +1,52 @@
+"""Video-text retrieval: contrastive training; evaluation ranks every text against every video."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from vcap.common import dist
+from vcap.common.registry import registry
+from vcap.evaluation.retrieval import retrieval_metrics
+from vcap.tasks.base_task import BaseTask
+
+
+def _gather_rows(local: list[tuple[int, torch.Tensor]], n: int) -> torch.Tensor:
+    rows = [None] * n
+    for part in dist.all_gather_object(local):
+        for i, emb in part:
+            rows[i] = emb
+    return torch.stack(rows)
+
+
+@registry.register_task("retrieval")
+class RetrievalTask(BaseTask):
+    @torch.no_grad()
+    def evaluate(self, model, loader, dataset, split: str, output_dir: Path) -> dict:
+        videos = []
+        for batch in loader:
+            emb = model.encode_video(batch).float().cpu()
+            videos.extend(zip(batch["index"].tolist(), emb))
+        # texts are split across ranks the same way the videos are
+        rank, world, bs = dist.get_rank(), dist.get_world_size(), self.run.batch_size_eval
+        mine = list(range(rank, len(dataset.texts), world))
+        texts = []
+        for s in range(0, len(mine), bs):
+            idx = mine[s: s + bs]
+            emb = model.encode_text({"text_input": [dataset.texts[i] for i in idx]}).float().cpu()
+            texts.extend(zip(idx, emb))
+        video_emb = _gather_rows(videos, len(dataset))
+        text_emb = _gather_rows(texts, len(dataset.texts))
+        metrics = None
+        if dist.is_main_process():
+            sim = model.similarity(text_emb.to(model.device), video_emb.to(model.device)).float().cpu()
+            metrics = retrieval_metrics(sim, dataset.text_to_video)
+            out = Path(output_dir) / "results" / f"{split}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            top = sim.argmax(1).tolist()
+            ids = [r["video_id"] for r in dataset.records]
+            out.write_text(json.dumps([{"text": t, "video_id": ids[v], "top1": ids[top[i]]}
+                                       for i, (t, v) in enumerate(zip(dataset.texts, dataset.text_to_video))],
+                                      indent=1))
+        return dist.broadcast_object(metrics)
