@@ -155,11 +155,6 @@ def load_yaml(path: str | os.PathLike) -> DictConfig:
     return cfg
 
 
-def package_config_path(rel: str) -> Path:
-    """Resolve a config path shipped inside the vcap package (``configs/...``)."""
-    return PACKAGE_ROOT / rel
-
-
 def import_user_modules(modules) -> None:
     """Import the modules a project lists under ``imports`` so their registrations take effect."""
     for name in modules or []:
@@ -178,15 +173,31 @@ def parse_options(options: list[str] | None) -> DictConfig:
     return OmegaConf.from_dotlist(options)
 
 
-def _model_card(arch: str, model_type: str) -> DictConfig:
+def _card_path(cls, rel: str) -> Path:
+    """A card path is relative to the vcap package, or to the file that defines ``cls`` (user models)."""
+    for base in (PACKAGE_ROOT, Path(inspect.getfile(cls)).parent):
+        if (base / rel).is_file():
+            return base / rel
+    raise ConfigError([f"{_where(cls)} names the card {rel!r}, which is neither under {PACKAGE_ROOT} "
+                       f"nor beside {inspect.getfile(cls)}"])
+
+
+def _where(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _model_card(arch: str, model_type: str | None) -> DictConfig:
     cls = registry.get_model_class(arch)
     cards = getattr(cls, "PRETRAINED_MODEL_CONFIG_DICT", {})
+    if model_type is None and not cards:
+        return OmegaConf.create({})  # a model without cards: its constructor defaults are the config
+    model_type = model_type or getattr(cls, "DEFAULT_MODEL_TYPE", "default")
     if model_type not in cards:
         raise ConfigError(
             [f"model.model_type: {model_type!r} is not a model type of {arch!r}; "
              f"expected one of {sorted(cards)}{_closest(model_type, cards)}"]
         )
-    card = load_yaml(package_config_path(cards[model_type]))
+    card = load_yaml(_card_path(cls, cards[model_type]))
     return card.get("model", card)
 
 
@@ -197,7 +208,7 @@ def _dataset_card(name: str, card_type: str) -> DictConfig:
         raise ConfigError(
             [f"datasets.{name}.type: {card_type!r} is not a card of {name!r}; expected one of {sorted(cards)}"]
         )
-    return load_yaml(package_config_path(cards[card_type]))
+    return load_yaml(_card_path(cls, cards[card_type]))
 
 
 def _unknown_keys(section: DictConfig, valid: DictConfig, prefix: str) -> list[str]:
@@ -255,8 +266,10 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
     else:
         try:
             model_cls = registry.get_model_class(model.arch)
-            model_type = model.get("model_type", getattr(model_cls, "DEFAULT_MODEL_TYPE", "default"))
-            card = _model_card(model.arch, model_type)
+            card = _model_card(model.arch, model.get("model_type"))
+            model_type = model.get("model_type") or card.get("model_type") or (
+                getattr(model_cls, "DEFAULT_MODEL_TYPE", "default") if model_cls.PRETRAINED_MODEL_CONFIG_DICT
+                else "default")
             # constructor defaults are filled in, so the saved config shows every value in effect
             defaults = signature_defaults(model_cls.__init__)
             merged.model = OmegaConf.merge(defaults, card, model, {"model_type": model_type})
