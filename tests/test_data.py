@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from vcap.datasets.synthetic import ALL_ATTRIBUTES, Attributes, SyntheticSpec, generate, render_frames
+from vcap.datasets.synthetic import (ALL_ATTRIBUTES, Attributes, SyntheticSpec, attribute_accuracy, generate,
+                                     render_frames)
 from vcap.datasets.video import VideoDecodeError, read_frames, sample_indices
 from vcap.processors.text_processors import CaptionProcessor
 from vcap.processors.tokenizer import WordTokenizer
@@ -127,3 +128,14 @@ def test_caption_processor_and_word_tokenizer(tmp_path):
     assert tok.decode(ids[0]) == "a red square"
     tok.save(tmp_path / "t.json")
     assert WordTokenizer.load(tmp_path / "t.json").ids("blue circle") == tok.ids("blue circle")
+
+
+def test_attribute_accuracy_checks_each_attribute_exactly():
+    attrs = {"a": {"colour": "red", "shape": "circle", "direction": "left", "size": "small", "background": "black"}}
+    assert attribute_accuracy({"a": "a tiny red circle moves to the left on a black background"}, attrs) == {
+        "attr_colour": 100.0, "attr_shape": 100.0, "attr_size": 100.0, "attr_direction": 100.0,
+        "attr_background": 100.0}
+    got = attribute_accuracy({"a": "a big red circle moves right and left on gray"}, attrs)
+    assert got["attr_colour"] == 100.0 and got["attr_size"] == 0.0
+    assert got["attr_direction"] == 0.0  # naming both directions is not right
+    assert got["attr_background"] == 0.0 and got["attr_shape"] == 100.0

@@ -33,6 +33,8 @@ class CaptioningTask(BaseTask):
         if dist.is_main_process():
             refs = dataset.references
             metrics = caption_scores(refs, preds)
+            if hasattr(dataset, "extra_metrics"):  # dataset-specific diagnostics, e.g. attribute accuracy
+                metrics.update(dataset.extra_metrics(preds))
             out = Path(output_dir) / "results" / f"{split}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             rows = [{"video_id": k, "prediction": preds[k], "references": refs[k]} for k in refs]

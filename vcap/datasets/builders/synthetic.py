@@ -5,7 +5,15 @@ from pathlib import Path
 
 from vcap.common.registry import registry
 from vcap.datasets.builders.base import BaseBuilder, RetrievalBuilderMixin
-from vcap.datasets.synthetic import SyntheticSpec, generate
+from vcap.datasets.datasets.base import CaptionEvalDataset
+from vcap.datasets.synthetic import SyntheticSpec, attribute_accuracy, generate
+
+
+class SyntheticCaptionEvalDataset(CaptionEvalDataset):
+    """Adds, beside the caption metrics, how often each attribute (e.g. direction) is named right."""
+
+    def extra_metrics(self, preds: dict[str, str]) -> dict[str, float]:
+        return attribute_accuracy(preds, {r["video_id"]: r["attributes"] for r in self.records})
 
 
 class _SyntheticBuilder(BaseBuilder):
@@ -34,6 +42,7 @@ class _SyntheticBuilder(BaseBuilder):
 @registry.register_builder("synthetic_caption")
 class SyntheticCaptionBuilder(_SyntheticBuilder):
     DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic/caption.yaml"}
+    eval_dataset_cls = SyntheticCaptionEvalDataset
 
 
 @registry.register_builder("synthetic_retrieval")
