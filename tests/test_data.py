@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_SPEC
 from vcap.datasets.synthetic import (ALL_ATTRIBUTES, Attributes, SyntheticSpec, attribute_accuracy, generate,
                                      render_frames)
 from vcap.datasets.video import VideoDecodeError, read_frames, sample_indices
@@ -57,13 +58,14 @@ def test_decode_errors_name_the_file(tmp_path):
 
 
 def test_generation_is_deterministic_and_seed_dependent(tmp_path):
-    spec = SyntheticSpec(seed=1, num_train=4, num_val=3, num_test=3, num_frames=4)
-    a, b = generate(spec, tmp_path / "a"), generate(spec, tmp_path / "b")
-    c = generate(SyntheticSpec(seed=2, num_train=4, num_val=3, num_test=3, num_frames=4), tmp_path / "c")
+    small = {**TINY_SPEC, "num_train": 4, "num_val": 3, "num_test": 3, "num_frames": 4}
+    spec = SyntheticSpec(**{**small, "seed": 1})
+    other = SyntheticSpec(**{**small, "seed": 2})
+    a, b, c = generate(spec, tmp_path / "a"), generate(spec, tmp_path / "b"), generate(other, tmp_path / "c")
     ann = lambda d: (d / "annotations" / "train.json").read_text()  # noqa: E731
     assert ann(a) == ann(b) != ann(c)
     assert np.array_equal(full_decode(a / "videos" / "test00001.mp4"), full_decode(b / "videos" / "test00001.mp4"))
-    assert spec.key() != SyntheticSpec(seed=2, num_train=4, num_val=3, num_test=3, num_frames=4).key()
+    assert spec.key() != other.key()
 
 
 def test_eval_splits_have_unique_attributes_and_captions_name_them(tiny_data):
@@ -97,9 +99,9 @@ def test_direction_is_not_visible_in_one_frame():
 
 def test_spec_validation():
     with pytest.raises(ValueError, match="num_test=10000"):
-        SyntheticSpec(num_test=10000)
+        SyntheticSpec(**{**TINY_SPEC, "num_test": 10000})
     with pytest.raises(ValueError, match="size=33"):
-        SyntheticSpec(size=33)
+        SyntheticSpec(**{**TINY_SPEC, "size": 33})
 
 
 def test_video_processors_shapes_order_and_seeded_crop():

@@ -157,14 +157,16 @@ def attribute_accuracy(preds: dict[str, str], attributes: dict[str, dict]) -> di
 
 @dataclass(frozen=True)
 class SyntheticSpec:
-    seed: int = 0
-    num_train: int = 1200
-    num_val: int = 100
-    num_test: int = 200
-    num_frames: int = 16
-    size: int = 32
-    fps: int = 8
-    captions_per_video: int = 5
+    """What to generate; the values come from the dataset card (its ``build_info``), the one place of defaults."""
+
+    seed: int
+    num_train: int
+    num_val: int
+    num_test: int
+    num_frames: int
+    size: int
+    fps: int
+    captions_per_video: int
 
     def __post_init__(self):
         for split in ("val", "test"):

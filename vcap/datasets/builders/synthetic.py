@@ -18,10 +18,7 @@ class SyntheticCaptionEvalDataset(CaptionEvalDataset):
 
 class _SyntheticBuilder(BaseBuilder):
     def spec(self) -> SyntheticSpec:
-        b = self.config.build_info
-        return SyntheticSpec(seed=b.seed, num_train=b.num_train, num_val=b.num_val, num_test=b.num_test,
-                             num_frames=b.num_frames, size=b.size, fps=b.fps,
-                             captions_per_video=b.captions_per_video)
+        return SyntheticSpec(**{k: v for k, v in self.config.build_info.items() if k != "storage"})
 
     def data_dir(self) -> Path:
         return Path(self.config.build_info.storage) / self.spec().key()
