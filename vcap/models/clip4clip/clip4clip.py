@@ -24,18 +24,13 @@ class CLIP4Clip(BaseModel):
             L2-normalised frame features (order-invariant).
         max_txt_len: text tokens including BOS and EOS.
         max_logit_scale: the learned temperature is clamped to this (CLIP: ln 100).
-        frame_time_embedding: add a learned per-frame embedding to every token of a frame before
-            the frame encoder. Not in CLIP4Clip; it makes each frame feature depend on when the
-            frame was taken, so mean pooling is no longer blind to frame order.
-        max_frames: frames the time embedding covers.
     """
 
     PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/clip4clip/tiny.yaml"}
 
     def __init__(self, tokenizer: str = "word", clip_config: dict | None = None,
                  sim_header: Literal["meanP"] = "meanP", max_txt_len: int = 32,
-                 max_logit_scale: float = math.log(100.0), frame_time_embedding: bool = False,
-                 max_frames: int = 32):
+                 max_logit_scale: float = math.log(100.0)):
         super().__init__()
         if sim_header != "meanP":
             raise ValueError(f"sim_header {sim_header!r}: expected 'meanP'")
@@ -48,9 +43,6 @@ class CLIP4Clip(BaseModel):
         tc.pad_token_id, tc.bos_token_id, tc.eos_token_id = (
             self.tokenizer.pad_token_id, self.tokenizer.bos_token_id, self.tokenizer.eos_token_id)
         self.clip = CLIPModel(cfg)
-        width = cfg.vision_config.hidden_size
-        self.frame_time_embedding = (torch.nn.Parameter(torch.randn(max_frames, width) * 0.02)
-                                     if frame_time_embedding else None)
         self.sim_header, self.max_txt_len, self.max_logit_scale = sim_header, max_txt_len, max_logit_scale
 
     # -- encoders (shared by forward and evaluation) ----------------------------------------------
@@ -63,25 +55,12 @@ class CLIP4Clip(BaseModel):
     def encode_video(self, samples: dict) -> torch.Tensor:
         video = samples["video"].to(self.device)  # (B, T, C, H, W)
         b, t = video.shape[:2]
-        pooled = self._frame_features(video.flatten(0, 1), t)
+        pooled = self.clip.vision_model(pixel_values=video.flatten(0, 1)).pooler_output
         frames = F.normalize(self.clip.visual_projection(pooled), dim=-1).view(b, t, -1)
         mask = samples.get("video_mask")
         mask = torch.ones(b, t, device=frames.device) if mask is None else mask.to(frames.device).float()
         pooled = (frames * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         return F.normalize(pooled, dim=-1)
-
-    def _frame_features(self, pixels: torch.Tensor, t: int) -> torch.Tensor:
-        """CLS features of (B*T) frames; with the time embedding, the vision tower's forward spelled out."""
-        vm = self.clip.vision_model
-        if self.frame_time_embedding is None:
-            return vm(pixel_values=pixels).pooler_output
-        if t > self.frame_time_embedding.shape[0]:
-            raise ValueError(f"got {t} frames but frame_time_embedding covers max_frames="
-                             f"{self.frame_time_embedding.shape[0]}")
-        h = vm.embeddings(pixels)
-        h = h + self.frame_time_embedding[:t].repeat(pixels.shape[0] // t, 1)[:, None, :]
-        h = vm.encoder(inputs_embeds=vm.pre_layrnorm(h)).last_hidden_state
-        return vm.post_layernorm(h[:, 0])
 
     def similarity(self, text_emb: torch.Tensor, video_emb: torch.Tensor) -> torch.Tensor:
         return text_emb @ video_emb.t()
