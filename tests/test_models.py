@@ -25,7 +25,7 @@ def samples(t=4):
 
 
 MODELS = [("blip2_opt", {}), ("blip2_opt", {"frame_fusion": "concat_queries"}),
-          ("blip2_opt", {"temporal_embedding": False}), ("clip4clip", {})]
+          ("blip2_opt", {"temporal_embedding": False}), ("clip4clip", {}), ("clip4clip", {"sim_header": "meanP"})]
 
 
 @pytest.mark.parametrize("arch,overrides", MODELS, ids=lambda x: str(x))
@@ -101,15 +101,16 @@ def test_generate_respects_length_limits_and_is_deterministic(word_tokenizer_pat
         assert all(isinstance(c, str) and len(c.split()) <= 4 for c in caps)
 
 
-def test_clip4clip_encoders_and_similarity(word_tokenizer_path):
-    model = build("clip4clip", word_tokenizer_path).eval()
+@pytest.mark.parametrize("header", ["meanP", "seqLSTM"])
+def test_clip4clip_encoders_and_similarity(header, word_tokenizer_path):
+    model = build("clip4clip", word_tokenizer_path, sim_header=header).eval()
     with torch.no_grad():
         v = model.encode_video(samples())
         t = model.encode_text({"text_input": CAPTIONS + ["a purple cross"]})
         sim = model.similarity(t, v)
     assert v.shape == (2, 64) and t.shape == (3, 64) and sim.shape == (3, 2)
     assert torch.allclose(v.norm(dim=-1), torch.ones(2), atol=1e-5)
-    # meanP is a masked mean: a masked-out frame does not change the video feature
+    # a masked-out trailing frame does not change the video feature
     s = samples()
     s2 = {**s, "video": torch.cat([s["video"], torch.randn(2, 1, 3, 32, 32)], 1),
           "video_mask": torch.tensor([[1, 1, 1, 1, 0]] * 2)}
@@ -134,3 +135,13 @@ def test_checkpoint_round_trip_is_exact(arch, word_tokenizer_path, tmp_path):
     wrong = build("clip4clip" if arch == "blip2_opt" else "blip2_opt", word_tokenizer_path)
     with pytest.raises(ValueError, match="does not match the model"):
         load_weights(wrong, path)
+
+
+def test_meanp_is_blind_to_frame_order_and_seqlstm_is_not(word_tokenizer_path):
+    s = samples()
+    rev = {**s, "video": s["video"].flip(1)}
+    with torch.no_grad():
+        meanp = build("clip4clip", word_tokenizer_path, sim_header="meanP").eval()
+        assert torch.allclose(meanp.encode_video(s), meanp.encode_video(rev), atol=1e-6)
+        lstm = build("clip4clip", word_tokenizer_path, sim_header="seqLSTM").eval()
+        assert (lstm.encode_video(s) - lstm.encode_video(rev)).abs().max() > 1e-4

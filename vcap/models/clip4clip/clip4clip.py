@@ -20,8 +20,9 @@ class CLIP4Clip(BaseModel):
     Args:
         tokenizer: path of a word-level tokenizer file, or ``word`` to train one from the captions.
         clip_config: a ``CLIPConfig`` as a dict, for a model initialised from scratch.
-        sim_header: how frame features become a video feature; ``meanP`` is a masked mean of the
-            L2-normalised frame features (order-invariant).
+        sim_header: how frame features become a video feature. ``meanP``: a masked mean of the
+            L2-normalised frame features (blind to frame order). ``seqLSTM``: a 1-layer LSTM over
+            the frame features, added back to them (residual), then the same masked mean.
         max_txt_len: text tokens including BOS and EOS.
         max_logit_scale: the learned temperature is clamped to this (CLIP: ln 100).
     """
@@ -29,11 +30,11 @@ class CLIP4Clip(BaseModel):
     PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/clip4clip/tiny.yaml"}
 
     def __init__(self, tokenizer: str = "word", clip_config: dict | None = None,
-                 sim_header: Literal["meanP"] = "meanP", max_txt_len: int = 32,
+                 sim_header: Literal["meanP", "seqLSTM"] = "meanP", max_txt_len: int = 32,
                  max_logit_scale: float = math.log(100.0)):
         super().__init__()
-        if sim_header != "meanP":
-            raise ValueError(f"sim_header {sim_header!r}: expected 'meanP'")
+        if sim_header not in ("meanP", "seqLSTM"):
+            raise ValueError(f"sim_header {sim_header!r}: expected 'meanP' or 'seqLSTM'")
         if clip_config is None:
             raise ValueError("clip4clip needs clip_config (a CLIPConfig as a mapping)")
         self.tokenizer = load_word_tokenizer(tokenizer)
@@ -43,6 +44,8 @@ class CLIP4Clip(BaseModel):
         tc.pad_token_id, tc.bos_token_id, tc.eos_token_id = (
             self.tokenizer.pad_token_id, self.tokenizer.bos_token_id, self.tokenizer.eos_token_id)
         self.clip = CLIPModel(cfg)
+        dim = cfg.projection_dim
+        self.lstm_visual = torch.nn.LSTM(dim, dim, batch_first=True) if sim_header == "seqLSTM" else None
         self.sim_header, self.max_txt_len, self.max_logit_scale = sim_header, max_txt_len, max_logit_scale
 
     # -- encoders (shared by forward and evaluation) ----------------------------------------------
@@ -56,11 +59,22 @@ class CLIP4Clip(BaseModel):
         video = samples["video"].to(self.device)  # (B, T, C, H, W)
         b, t = video.shape[:2]
         pooled = self.clip.vision_model(pixel_values=video.flatten(0, 1)).pooler_output
-        frames = F.normalize(self.clip.visual_projection(pooled), dim=-1).view(b, t, -1)
+        frames = self.clip.visual_projection(pooled).view(b, t, -1)
         mask = samples.get("video_mask")
         mask = torch.ones(b, t, device=frames.device) if mask is None else mask.to(frames.device).float()
+        if self.lstm_visual is not None:
+            frames = frames + self._lstm(frames, mask)
+        frames = F.normalize(frames, dim=-1)
         pooled = (frames * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         return F.normalize(pooled, dim=-1)
+
+    def _lstm(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """LSTM over the real (unmasked, leading) frames; padded steps give zeros."""
+        lengths = mask.sum(1).clamp(min=1).long().cpu()
+        packed = torch.nn.utils.rnn.pack_padded_sequence(frames, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm_visual(packed)
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=frames.shape[1])
+        return out
 
     def similarity(self, text_emb: torch.Tensor, video_emb: torch.Tensor) -> torch.Tensor:
         return text_emb @ video_emb.t()
