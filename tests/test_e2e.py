@@ -67,9 +67,12 @@ def test_torchrun_train_then_evaluate_from_checkpoint(project, ds, monitor, keys
 def test_single_process_train_and_bad_config_rejected_before_work(tmp_path):
     out = tmp_path / "single"
     run([sys.executable, "train.py", "--cfg-path", "projects/demo/retrieval_synthetic.yaml",
-         *options("synthetic_retrieval", out, "run.max_epoch=1", "run.valid_splits=[]")], tmp_path)
+         *options("synthetic_retrieval", out, "run.max_epoch=1", "run.valid_splits=[]", "run.accum_grad_iters=2")],
+        tmp_path)
     metrics = json.loads((out / "metrics.json").read_text())
     assert "val" not in metrics and metrics["test"]["t2v_MnR"] >= 1
+    batches = TINY_SPEC["num_train"] * TINY_SPEC["captions_per_video"] // 8
+    assert metrics["steps"] == batches // 2  # two batches per optimizer step
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {arch: clip4clip, model_type: tiny}\ndatasets: {synthetic_retrieval: {}}\n"
