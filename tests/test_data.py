@@ -141,3 +141,19 @@ def test_attribute_accuracy_checks_each_attribute_exactly():
     assert got["attr_colour"] == 100.0 and got["attr_size"] == 0.0
     assert got["attr_direction"] == 0.0  # naming both directions is not right
     assert got["attr_background"] == 0.0 and got["attr_shape"] == 100.0
+
+
+def test_decoded_frame_cache_gives_the_same_items(tiny_data):
+    from vcap.datasets.datasets.base import CaptionTrainDataset, load_annotations
+
+    records = load_annotations(tiny_data / "annotations" / "train.json")
+    args = (records, tiny_data / "videos", VideoTrainProcessor(num_frames=4, image_size=32),
+            CaptionProcessor())
+    plain, cached = CaptionTrainDataset(*args, seed=5), CaptionTrainDataset(*args, seed=5, cache_decoded=True)
+    for epoch in (0, 1):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in (0, 7, 7, 30):
+            a, b = plain[i], cached[i]
+            assert torch.equal(a["video"], b["video"]) and a["text_input"] == b["text_input"]
+    assert len(cached.cache) == 3  # items 0, 7 and 30 come from three different videos

@@ -62,15 +62,24 @@ def _decode_all_pyav(path: str) -> list[np.ndarray]:
     return frames
 
 
-def read_frames(path: str | os.PathLike, num_frames: int, sampling: Sampling = "uniform",
-                seed: int | None = None) -> torch.Tensor:
-    """Decode ``num_frames`` RGB frames from ``path`` as a uint8 tensor (T, C, H, W)."""
+def decode_all(path: str | os.PathLike) -> np.ndarray:
+    """Every frame of ``path`` as uint8 RGB (N, H, W, C)."""
     path = str(path)
     if not os.path.isfile(path):
         raise VideoDecodeError(path, "file does not exist")
     if os.path.getsize(path) == 0:
         raise VideoDecodeError(path, "file is empty (0 bytes)")
-    frames = _decode_all_pyav(path)
+    return np.stack(_decode_all_pyav(path))
+
+
+def sample_clip(frames: np.ndarray, num_frames: int, sampling: Sampling = "uniform",
+                seed: int | None = None) -> torch.Tensor:
+    """``num_frames`` of decoded ``frames`` (N, H, W, C) as a uint8 tensor (T, C, H, W)."""
     idx = sample_indices(len(frames), num_frames, sampling, seed)
-    clip = np.stack([frames[i] for i in idx])  # (T, H, W, C)
-    return torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(frames[idx]).permute(0, 3, 1, 2).contiguous()
+
+
+def read_frames(path: str | os.PathLike, num_frames: int, sampling: Sampling = "uniform",
+                seed: int | None = None) -> torch.Tensor:
+    """Decode ``num_frames`` RGB frames from ``path`` as a uint8 tensor (T, C, H, W)."""
+    return sample_clip(decode_all(path), num_frames, sampling, seed)

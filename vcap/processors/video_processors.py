@@ -10,7 +10,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from vcap.common.registry import registry
-from vcap.datasets.video import read_frames
+from vcap.datasets.video import read_frames, sample_clip
 from vcap.processors.base import BaseProcessor
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -27,8 +27,10 @@ class _VideoProcessor(BaseProcessor):
             raise ValueError(f"frame_order must be normal, reverse or shuffle, got {frame_order!r}")
         self.frame_order = frame_order
 
-    def load(self, path, seed: int | None = None) -> torch.Tensor:
-        """Decode this processor's frames from ``path`` (uint8, T C H W)."""
+    def load(self, path, seed: int | None = None, decoded=None) -> torch.Tensor:
+        """This processor's frames (uint8, T C H W) from ``path``, or from its already ``decoded`` frames."""
+        if decoded is not None:
+            return sample_clip(decoded, self.num_frames, self.sampling, seed=seed)
         return read_frames(path, self.num_frames, self.sampling, seed=seed)
 
     def _order(self, frames: torch.Tensor, seed: int | None) -> torch.Tensor:

@@ -44,7 +44,8 @@ class BaseBuilder:
             records = load_annotations(self.annotation_path(split))
             kind = "train" if split == "train" else "eval"
             cls = self.train_dataset_cls if kind == "train" else self.eval_dataset_cls
-            out[split] = cls(records, self.video_root(), vis[kind], txt[kind], seed=seed)
+            out[split] = cls(records, self.video_root(), vis[kind], txt[kind], seed=seed,
+                             cache_decoded=bool(self.config.get("cache_decoded", False)))
         return out
 
 

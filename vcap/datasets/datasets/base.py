@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from vcap.datasets.video import VideoDecodeError
+from vcap.datasets.video import VideoDecodeError, decode_all
 
 log = logging.getLogger(__name__)
 MAX_SUBSTITUTIONS = 10
@@ -38,12 +38,15 @@ class VideoDataset(Dataset):
     """Shared decoding with deterministic per-item seeds and bad-video substitution."""
 
     def __init__(self, records: list[dict], video_root: str | os.PathLike, vis_processor, text_processor,
-                 seed: int = 0):
+                 seed: int = 0, cache_decoded: bool = False):
         self.records = records
         self.video_root = Path(video_root)
         self.vis_processor, self.text_processor = vis_processor, text_processor
         self.seed, self.epoch = seed, 0
         self.bad_samples: list[dict] = []
+        # decoded frames kept in memory (per process) for datasets small enough to hold; frame
+        # sampling and augmentation still run on every access
+        self.cache: dict[int, object] | None = {} if cache_decoded else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -61,7 +64,12 @@ class VideoDataset(Dataset):
             path = self.video_root / self.records[rec_idx]["video"]
             seed = self.item_seed(index)
             try:
-                frames = self.vis_processor.load(path, seed=seed)
+                if self.cache is None:
+                    frames = self.vis_processor.load(path, seed=seed)
+                else:
+                    if rec_idx not in self.cache:
+                        self.cache[rec_idx] = decode_all(path)
+                    frames = self.vis_processor.load(path, seed=seed, decoded=self.cache[rec_idx])
             except VideoDecodeError as e:
                 log.warning("skipping %s", e)
                 self.bad_samples.append({"path": e.path, "reason": e.reason})
