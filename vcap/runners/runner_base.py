@@ -128,12 +128,12 @@ class RunnerBase:
             if self.run.valid_splits and ((epoch + 1) % self.run.val_freq == 0 or last):
                 val = self.evaluate_splits(self.run.valid_splits, tag=f"epoch{epoch}")
                 score = self.monitored(val)
-                if score is None or best is None or self.better(score, best):
-                    # without run.monitor the last evaluation is kept and tested
-                    metrics["val"] = next(iter(val.values())) if len(val) == 1 else val
-                if score is not None and (best is None or self.better(score, best)):
+                improved = score is not None and (best is None or self.better(score, best))
+                if improved:
                     best, best_epoch = score, epoch
                     self.save_checkpoint("best")
+                if improved or score is None:  # without run.monitor the last evaluation is kept
+                    metrics["val"] = next(iter(val.values())) if len(val) == 1 else val
                 self.writer.write(self.step, {"epoch": epoch, "best": best}, prefix="val/")
             if self.step >= self.total_steps:
                 break

@@ -10,6 +10,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 from torch.utils.data import Dataset
 
 from vcap.datasets.video import VideoDecodeError, decode_all
@@ -52,7 +53,8 @@ class VideoDataset(Dataset):
         self.epoch = epoch
 
     def item_seed(self, index: int) -> int:
-        return (self.seed * 1_000_003 + self.epoch * 10_007 + index) % (2**31)
+        """A seed for (run seed, epoch, index): frame sampling and augmentation are reproducible."""
+        return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]) % (2**31)
 
     def video_index(self, index: int) -> int:
         raise NotImplementedError
