@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from vcap.common.registry import registry
+from vcap.common.registry import qualified_name, registry
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("imports", "model", "datasets", "run")
@@ -178,19 +178,15 @@ def _card_path(cls, rel: str) -> Path:
     for base in (PACKAGE_ROOT, Path(inspect.getfile(cls)).parent):
         if (base / rel).is_file():
             return base / rel
-    raise ConfigError([f"{_where(cls)} names the card {rel!r}, which is neither under {PACKAGE_ROOT} "
+    raise ConfigError([f"{qualified_name(cls)} names the card {rel!r}, which is neither under {PACKAGE_ROOT} "
                        f"nor beside {inspect.getfile(cls)}"])
 
 
-def _where(cls) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _model_card(arch: str, model_type: str | None) -> DictConfig:
-    cls = registry.get_model_class(arch)
+def _model_card(cls, arch: str, model_type: str | None) -> tuple[str, DictConfig]:
+    """(model type in effect, its card). A model without cards needs no type: its constructor is its config."""
     cards = getattr(cls, "PRETRAINED_MODEL_CONFIG_DICT", {})
     if model_type is None and not cards:
-        return OmegaConf.create({})  # a model without cards: its constructor defaults are the config
+        return "default", OmegaConf.create({})
     model_type = model_type or getattr(cls, "DEFAULT_MODEL_TYPE", "default")
     if model_type not in cards:
         raise ConfigError(
@@ -198,7 +194,7 @@ def _model_card(arch: str, model_type: str | None) -> DictConfig:
              f"expected one of {sorted(cards)}{_closest(model_type, cards)}"]
         )
     card = load_yaml(_card_path(cls, cards[model_type]))
-    return card.get("model", card)
+    return model_type, card.get("model", card)
 
 
 def _dataset_card(name: str, card_type: str) -> DictConfig:
@@ -266,10 +262,7 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
     else:
         try:
             model_cls = registry.get_model_class(model.arch)
-            card = _model_card(model.arch, model.get("model_type"))
-            model_type = model.get("model_type") or card.get("model_type") or (
-                getattr(model_cls, "DEFAULT_MODEL_TYPE", "default") if model_cls.PRETRAINED_MODEL_CONFIG_DICT
-                else "default")
+            model_type, card = _model_card(model_cls, model.arch, model.get("model_type"))
             # constructor defaults are filled in, so the saved config shows every value in effect
             defaults = signature_defaults(model_cls.__init__)
             merged.model = OmegaConf.merge(defaults, card, model, {"model_type": model_type})

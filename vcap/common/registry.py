@@ -14,7 +14,8 @@ T = TypeVar("T", bound=type)
 KINDS = ("model", "builder", "processor", "task", "runner", "lr_scheduler")
 
 
-def _where(obj) -> str:
+def qualified_name(obj) -> str:
+    """``module.QualName`` of a class, as error messages name definitions."""
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
@@ -31,10 +32,10 @@ class Registry:
             table = self._maps[kind]
             old = table.get(name)
             # The same class imported twice (e.g. as __main__ and as a module) is the same definition.
-            if old is not None and old is not cls and _where(old) != _where(cls):
+            if old is not None and old is not cls and qualified_name(old) != qualified_name(cls):
                 raise ValueError(
-                    f"{kind} name {name!r} is already registered by {_where(old)}; "
-                    f"{_where(cls)} tries to register it again. Pick another name."
+                    f"{kind} name {name!r} is already registered by {qualified_name(old)}; "
+                    f"{qualified_name(cls)} tries to register it again. Pick another name."
                 )
             table[name] = cls
             return cls

@@ -1,6 +1,8 @@
 """Processor base: built from a config section whose keys are the constructor's arguments."""
 from __future__ import annotations
 
+import difflib
+
 from omegaconf import DictConfig, OmegaConf
 
 from vcap.common.config import ConfigError, signature_keys
@@ -29,8 +31,6 @@ def check_processor_section(section, prefix: str) -> list[str]:
         cls = registry.get_processor_class(section.name)
     except KeyError as e:
         return [f"{prefix}.name: {e.args[0]}"]
-    import difflib
-
     valid = cls.config_keys()
     problems = []
     for key in section:
