@@ -74,6 +74,14 @@ def test_single_process_train_and_bad_config_rejected_before_work(tmp_path):
     batches = TINY_SPEC["num_train"] * TINY_SPEC["captions_per_video"] // 8
     assert metrics["steps"] == batches // 2  # two batches per optimizer step
 
+    # run.evaluate_only makes train.py evaluate the given checkpoint instead of training
+    again = tmp_path / "again"
+    run([sys.executable, "train.py", "--cfg-path", "projects/demo/retrieval_synthetic.yaml",
+         *options("synthetic_retrieval", again, "run.evaluate_only=true",
+                  f"model.checkpoint={out / 'checkpoints' / 'last.safetensors'}")], tmp_path)
+    assert json.loads((again / "metrics.json").read_text())["test"] == metrics["test"]
+    assert not (again / "checkpoints").exists()
+
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {arch: clip4clip, model_type: tiny}\ndatasets: {synthetic_retrieval: {}}\n"
                    f"run: {{task: retrieval, output_dir: {tmp_path / 'never'}, max_epochs: 2, init_lr: fast}}\n")

@@ -54,9 +54,11 @@ def _load(args) -> "DictConfig":  # noqa: F821
 
 def train_main(argv=None) -> dict:
     args = _parser("train.py", "Train a vcap project (plain python or torchrun).").parse_args(argv)
-    runner = _start(_load(args))
+    cfg = _load(args)
+    runner = _start(cfg)
     try:
-        return runner.train()
+        # run.evaluate_only (LAVIS's run.evaluate) turns train.py into an evaluation of the test splits
+        return runner.evaluate_only() if cfg.run.evaluate_only else runner.train()
     finally:
         runner.close()
 
