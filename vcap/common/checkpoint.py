@@ -1,7 +1,8 @@
 """Model weights as safetensors, written atomically (temporary name, fsync, rename).
 
 Frozen pretrained weights are not copied into checkpoints: a model lists their keys in
-``frozen_pretrained_keys()`` and the checkpoint's metadata records where they come from.
+``frozen_pretrained_keys()``, the checkpoint's metadata records those key names (so loading does
+not report them as missing), and the model rebuilds them from its own config.
 """
 from __future__ import annotations
 
