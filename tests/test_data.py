@@ -8,7 +8,6 @@ import torch
 from conftest import TINY_SPEC
 from vcap.datasets.synthetic import (ALL_ATTRIBUTES, Attributes, SyntheticSpec, attribute_accuracy, generate,
                                      render_frames)
-from vcap.datasets.video import VideoDecodeError, read_frames, sample_indices
 from vcap.processors.text_processors import CaptionProcessor
 from vcap.processors.tokenizer import WordTokenizer
 from vcap.processors.video_processors import VideoEvalProcessor, VideoTrainProcessor
@@ -26,35 +25,6 @@ def test_generated_files_are_real_h264_with_the_card_frame_count(tiny_data):
         assert stream.codec_context.name == "h264"
         assert (stream.width, stream.height) == (32, 32)
     assert full_decode(path).shape == (8, 32, 32, 3)
-
-
-def test_uniform_sampling_returns_exactly_the_full_decode_frames(tiny_data):
-    path = tiny_data / "videos" / "val00003.mp4"
-    frames = full_decode(path)
-    clip = read_frames(path, 4, "uniform")
-    assert clip.dtype == torch.uint8 and clip.shape == (4, 3, 32, 32)
-    idx = sample_indices(len(frames), 4, "uniform")
-    assert idx == [1, 3, 5, 7]
-    assert torch.equal(clip, torch.from_numpy(frames[idx]).permute(0, 3, 1, 2))
-
-
-def test_rand_sampling_is_seeded_and_stays_in_segments():
-    a = sample_indices(16, 4, "rand", seed=5)
-    assert a == sample_indices(16, 4, "rand", seed=5)
-    assert all(4 * i <= j < 4 * (i + 1) for i, j in enumerate(a))
-    assert len({tuple(sample_indices(16, 4, "rand", seed=s)) for s in range(20)}) > 1
-    assert sample_indices(2, 4, "uniform") == [0, 0, 1, 1]  # short clips repeat frames
-
-
-def test_decode_errors_name_the_file(tmp_path):
-    empty = tmp_path / "empty.mp4"
-    empty.write_bytes(b"")
-    text = tmp_path / "notes.mp4"
-    text.write_text("this is not a video")
-    for path, reason in ((empty, "0 bytes"), (text, ""), (tmp_path / "missing.mp4", "does not exist")):
-        with pytest.raises(VideoDecodeError) as e:
-            read_frames(path, 4)
-        assert str(path) in str(e.value) and reason in str(e.value)
 
 
 def test_generation_is_deterministic_and_seed_dependent(tmp_path):

@@ -61,6 +61,8 @@ class RunConfig:
     batch_size_train: int = 16
     batch_size_eval: int = 32
     num_workers: int = 0
+    max_bad_sample_ratio: float = 0.01  # stop once this share of loaded samples failed to decode
+    trace_samples: bool = False  # write the keys of the training items each rank saw, per epoch
     lr_sched: str = "linear_warmup_cosine"
     init_lr: float = 1e-4
     min_lr: float = 0.0

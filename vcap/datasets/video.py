@@ -1,14 +1,34 @@
-"""Video decoding and frame sampling: one entry point, RGB uint8 (T, C, H, W) always."""
+"""Video decoding and frame sampling: one entry point, RGB uint8 (T, C, H, W) always.
+
+``read_frames`` picks frame *indices* from the presentation timestamps of a video (read by
+demuxing, without decoding), then decodes only what those frames need: it seeks to the keyframe
+before each wanted frame and decodes forward, staying in the current group of pictures when the
+next wanted frame is inside it. Where seeking is unreliable (no timestamps, a decoder that
+returns other timestamps than the demuxer promised), it falls back to one sequential pass. The
+frames are always the ones a full decode has at those indices.
+
+Two backends give identical frames: PyAV (default; the wheel carries FFmpeg) and decord when
+installed. decord is used only where it agrees with FFmpeg's conversion: when it fails (it
+rejects some frame widths) or returns odd-sized frames (its chroma upsampling differs there),
+the PyAV path decodes the clip instead.
+"""
 from __future__ import annotations
 
+import bisect
+import logging
 import os
 import random
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
-Sampling = Literal["uniform", "rand"]
+log = logging.getLogger(__name__)
+
+Sampling = Literal["uniform", "rand", "headtail", "fps"]
+SAMPLINGS = ("uniform", "rand", "headtail", "fps")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 class VideoDecodeError(RuntimeError):
@@ -19,67 +39,404 @@ class VideoDecodeError(RuntimeError):
         super().__init__(f"cannot decode video {str(path)!r}: {reason}")
 
 
+class _SeekUnreliable(Exception):
+    """The decoder disagrees with the demuxer's timestamps: decode sequentially instead."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Which frames
+# ------------------------------------------------------------------------------------------------
 def sample_indices(num_total: int, num_frames: int, sampling: Sampling = "uniform",
                    seed: int | None = None) -> list[int]:
-    """Indices of ``num_frames`` frames out of ``num_total``, one per equal segment.
+    """Indices of ``num_frames`` frames out of ``num_total`` (which is at least ``num_frames``).
 
-    ``uniform`` takes each segment's middle frame (deterministic, for evaluation); ``rand`` one
-    random frame per segment, reproducible from ``seed``. Clips shorter than ``num_frames``
-    repeat their last frame.
+    ``uniform`` takes the middle frame of each of ``num_frames`` equal segments (deterministic,
+    for evaluation); ``rand`` one random frame per segment; ``headtail`` (LAVIS's, seed 003's
+    training sampler) half the frames at random from the first half and half from the second.
+    Random strategies are reproducible from ``seed``.
     """
-    if num_total <= 0:
-        raise ValueError(f"num_total must be positive, got {num_total}")
+    if num_total < num_frames or num_frames <= 0:
+        raise ValueError(f"need 0 < num_frames <= num_total, got {num_frames} of {num_total}")
     edges = np.linspace(0, num_total, num_frames + 1)
+    rng = random.Random(seed)
     if sampling == "uniform":
-        idx = [int((edges[i] + edges[i + 1]) / 2) for i in range(num_frames)]
-    elif sampling == "rand":
-        rng = random.Random(seed)
-        idx = []
-        for i in range(num_frames):
-            lo, hi = int(edges[i]), max(int(edges[i]) + 1, int(np.ceil(edges[i + 1])))
-            idx.append(rng.randrange(lo, hi))
+        return [int((edges[i] + edges[i + 1]) / 2) for i in range(num_frames)]
+    if sampling == "rand":
+        return [rng.randrange(int(edges[i]), max(int(edges[i]) + 1, int(np.ceil(edges[i + 1]))))
+                for i in range(num_frames)]
+    if sampling == "headtail":
+        half, n_head = num_total // 2, num_frames // 2
+        if half < n_head or num_total - half < num_frames - n_head:
+            return sample_indices(num_total, num_frames, "rand", seed)
+        head = sorted(rng.sample(range(half), n_head))
+        tail = sorted(rng.sample(range(half, num_total), num_frames - n_head))
+        return head + tail
+    raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+
+
+def frame_indices(timestamps, num_frames: int, sampling: Sampling = "uniform", start: float | None = None,
+                  end: float | None = None, seed: int | None = None, sample_fps: float = 1.0,
+                  fps_slice: Literal["head", "tail", "uniform"] = "uniform") -> tuple[list[int], list[bool]]:
+    """(indices into the video's frames, mask of real frames) for a clip of ``num_frames``.
+
+    ``timestamps`` are the presentation times (seconds, ascending) of every frame. ``start`` /
+    ``end`` (seconds) restrict the clip to a segment. ``fps`` is CLIP4Clip's sampling:
+    ``sample_fps`` frames per second of the segment, then sliced to ``num_frames`` by ``head``,
+    ``tail`` or ``uniform``. Clips with fewer frames than ``num_frames`` repeat their last
+    frame; the mask marks the real ones.
+    """
+    ts = np.asarray(timestamps, dtype=np.float64)
+    if ts.size == 0:
+        raise ValueError("the video has no frames")
+    lo = 0 if start is None else int(np.searchsorted(ts, start - 1e-6, side="left"))
+    hi = len(ts) if end is None else int(np.searchsorted(ts, end + 1e-6, side="left"))
+    if hi <= lo:
+        raise ValueError(f"no frame between start={start} and end={end} (the video spans "
+                         f"{ts[0]:.3f}-{ts[-1]:.3f} s)")
+    if sampling == "fps":
+        if sample_fps <= 0:
+            raise ValueError(f"sample_fps must be positive, got {sample_fps}")
+        t0 = ts[lo] if start is None else max(start, ts[lo])
+        t1 = ts[hi - 1]
+        times = t0 + np.arange(int(np.floor((t1 - t0) * sample_fps + 1e-6)) + 1) / sample_fps
+        # the frame shown at each time: the last one that starts at or before it
+        idx = np.clip(np.searchsorted(ts[lo:hi], times + 1e-6, side="right") - 1, 0, hi - lo - 1) + lo
+        idx = list(dict.fromkeys(int(i) for i in idx))
+        if len(idx) > num_frames:
+            if fps_slice == "head":
+                idx = idx[:num_frames]
+            elif fps_slice == "tail":
+                idx = idx[-num_frames:]
+            elif fps_slice == "uniform":
+                idx = [idx[i] for i in np.linspace(0, len(idx) - 1, num=num_frames, dtype=int)]
+            else:
+                raise ValueError(f"fps_slice must be head, tail or uniform, got {fps_slice!r}")
+    elif hi - lo >= num_frames:
+        idx = [lo + i for i in sample_indices(hi - lo, num_frames, sampling, seed)]
+    elif sampling in SAMPLINGS:
+        idx = list(range(lo, hi))
     else:
-        raise ValueError(f"sampling must be 'uniform' or 'rand', got {sampling!r}")
-    return [min(i, num_total - 1) for i in idx]
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    mask = [True] * len(idx) + [False] * (num_frames - len(idx))
+    return idx + [idx[-1]] * (num_frames - len(idx)), mask
 
 
-def _decode_all_pyav(path: str) -> list[np.ndarray]:
+# ------------------------------------------------------------------------------------------------
+# PyAV
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class VideoIndex:
+    """What demuxing (no decoding) tells about a video stream."""
+
+    pts: list[int]  # presentation timestamps of every frame, ascending, in stream time base
+    keyframes: list[int]  # presentation timestamps of the keyframes, ascending
+    time_base: float
+    seekable: bool  # every packet had a distinct timestamp
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        return np.asarray(self.pts, dtype=np.float64) * self.time_base
+
+
+def _open(path: str):
     import av
 
     try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise VideoDecodeError(path, "no video stream (audio-only or not a video)")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    except VideoDecodeError:
-        raise
+        container = av.open(path, metadata_errors="ignore")
     except Exception as e:  # av raises many error classes (InvalidDataError, EOFError, ...)
         raise VideoDecodeError(path, f"{type(e).__name__}: {e}") from e
-    if not frames:
-        raise VideoDecodeError(path, "the video stream has no decodable frames")
-    return frames
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(path, "no video stream (audio-only or not a video)")
+    return container
 
 
-def decode_all(path: str | os.PathLike) -> np.ndarray:
-    """Every frame of ``path`` as uint8 RGB (N, H, W, C)."""
-    path = str(path)
+def _index(container, stream) -> VideoIndex:
+    pts, keys, seekable = [], [], True
+    for packet in container.demux(stream):
+        if packet.size == 0:  # the demuxer's flush packet
+            continue
+        t = packet.pts if packet.pts is not None else packet.dts
+        if t is None:
+            seekable = False
+            t = len(pts)
+        pts.append(t)
+        if packet.is_keyframe:
+            keys.append(t)
+    order = sorted(pts)
+    if len(set(order)) != len(order):
+        seekable = False
+    return VideoIndex(order, sorted(keys), float(stream.time_base or 1), seekable)
+
+
+def _scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    if not short_side or min(width, height) <= short_side:
+        return width, height
+    s = short_side / min(width, height)
+    return max(1, round(width * s)), max(1, round(height * s))
+
+
+def _to_rgb(frame, short_side: int | None) -> np.ndarray:
+    """uint8 (H, W, 3), downscaled during the colour conversion and turned upright."""
+    w, h = _scaled_size(frame.width, frame.height, short_side)
+    array = frame.to_ndarray(format="rgb24", width=w, height=h)
+    k = round((frame.rotation or 0) / 90) % 4  # the display matrix's counter-clockwise angle
+    return np.ascontiguousarray(np.rot90(array, k)) if k else array
+
+
+def _decode_seek(container, stream, index: VideoIndex, wanted: list[int], short_side) -> dict[int, np.ndarray]:
+    """Frames at the sorted, distinct indices ``wanted``: seek to each one's keyframe, decode forward."""
+    out, frames, last = {}, None, None
+    for i in wanted:
+        target = index.pts[i]
+        key = index.keyframes[max(0, bisect.bisect_right(index.keyframes, target) - 1)] if index.keyframes else 0
+        if frames is None or last is None or key > last:
+            container.seek(key, stream=stream, backward=True, any_frame=False)
+            frames = container.decode(stream)
+        for frame in frames:
+            if frame.pts is None:
+                raise _SeekUnreliable
+            last = frame.pts
+            if frame.pts == target:
+                out[i] = _to_rgb(frame, short_side)
+                break
+            if frame.pts > target:
+                raise _SeekUnreliable
+        else:
+            raise _SeekUnreliable
+    return out
+
+
+def _decode_sequential(container, stream, wanted: list[int], short_side) -> dict[int, np.ndarray]:
+    out, todo = {}, set(wanted)
+    for n, frame in enumerate(container.decode(stream)):
+        if n in todo:
+            out[n] = _to_rgb(frame, short_side)
+            if len(out) == len(todo):
+                break
+    return out
+
+
+def _read_pyav(path: str, select, short_side: int | None, seek: bool = True) -> np.ndarray:
+    """``select(timestamps) -> indices``; returns those frames (N, H, W, 3)."""
+    import av
+
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            index = _index(container, stream)
+        except av.FFmpegError as e:
+            raise VideoDecodeError(path, f"cannot demux: {type(e).__name__}: {e}") from e
+        if not index.pts:
+            raise VideoDecodeError(path, "the video stream has no frames")
+        indices = select(index.timestamps)
+        wanted = sorted(set(indices))
+        frames = None
+        if seek and index.seekable:
+            try:
+                frames = _decode_seek(container, stream, index, wanted, short_side)
+            except _SeekUnreliable:
+                log.debug("%s: seeking is unreliable, decoding sequentially", path)
+            except av.FFmpegError:
+                pass  # a seek the demuxer cannot do; the sequential pass reports real damage
+        if frames is None:
+            container.seek(0, stream=stream) if index.seekable else None
+            try:
+                frames = _decode_sequential(container, stream, wanted, short_side)
+            except av.FFmpegError as e:
+                raise VideoDecodeError(path, f"{type(e).__name__}: {e}") from e
+    except VideoDecodeError:
+        raise
+    except ValueError as e:  # frame_indices: a segment outside the video
+        raise VideoDecodeError(path, str(e)) from e
+    except Exception as e:
+        raise VideoDecodeError(path, f"{type(e).__name__}: {e}") from e
+    finally:
+        container.close()
+    missing = [i for i in wanted if i not in frames]
+    if missing:
+        raise VideoDecodeError(path, f"frames {missing[:5]} of {len(index.pts)} could not be decoded "
+                                     "(truncated or damaged stream)")
+    return np.stack([frames[i] for i in indices])
+
+
+# ------------------------------------------------------------------------------------------------
+# decord and images
+# ------------------------------------------------------------------------------------------------
+def decord_available() -> bool:
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_decord_warned: set[str] = set()
+
+
+def _read_decord(path: str, select) -> np.ndarray | None:
+    """The frames by decord, or None where decord cannot give PyAV's frames (the caller uses PyAV)."""
+    import decord
+
+    try:
+        reader = decord.VideoReader(path, num_threads=1)
+        n = len(reader)
+        if n == 0:
+            return None
+        timestamps = reader.get_frame_timestamp(range(n))[:, 0]
+        indices = select(timestamps)
+        frames = reader.get_batch(sorted(set(indices))).asnumpy()
+    except ValueError as e:
+        raise VideoDecodeError(path, str(e)) from e
+    except Exception as e:  # DECORDError, RuntimeError: decord cannot read it, PyAV will say why or decode it
+        reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+        if reason not in _decord_warned:
+            _decord_warned.add(reason)
+            log.warning("decord failed on %s (%s); decoding with PyAV instead", path, reason)
+        return None
+    if frames.shape[1] % 2 or frames.shape[2] % 2:
+        return None  # decord's colour conversion differs from FFmpeg's at odd sizes
+    pos = {i: k for k, i in enumerate(sorted(set(indices)))}
+    return frames[[pos[i] for i in indices]]
+
+
+def _read_image(path: str) -> np.ndarray:
+    """(1, H, W, 3): an image is a one-frame video (turned upright by its EXIF orientation)."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except Exception as e:
+        raise VideoDecodeError(path, f"cannot decode image: {type(e).__name__}: {e}") from e
+    return array[None]
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry points
+# ------------------------------------------------------------------------------------------------
+def _check_file(path: str) -> None:
     if not os.path.isfile(path):
         raise VideoDecodeError(path, "file does not exist")
     if os.path.getsize(path) == 0:
         raise VideoDecodeError(path, "file is empty (0 bytes)")
-    return np.stack(_decode_all_pyav(path))
-
-
-def sample_clip(frames: np.ndarray, num_frames: int, sampling: Sampling = "uniform",
-                seed: int | None = None) -> torch.Tensor:
-    """``num_frames`` of decoded ``frames`` (N, H, W, C) as a uint8 tensor (T, C, H, W)."""
-    idx = sample_indices(len(frames), num_frames, sampling, seed)
-    return torch.from_numpy(frames[idx]).permute(0, 3, 1, 2).contiguous()
 
 
 def read_frames(path: str | os.PathLike, num_frames: int, sampling: Sampling = "uniform",
-                seed: int | None = None) -> torch.Tensor:
-    """Decode ``num_frames`` RGB frames from ``path`` as a uint8 tensor (T, C, H, W)."""
-    return sample_clip(decode_all(path), num_frames, sampling, seed)
+                start: float | None = None, end: float | None = None, seed: int | None = None,
+                backend: Literal["auto", "pyav", "decord"] = "auto", *, sample_fps: float = 1.0,
+                fps_slice: Literal["head", "tail", "uniform"] = "uniform", short_side: int | None = None,
+                return_mask: bool = False, seek: bool = True):
+    """``num_frames`` RGB frames of ``path`` as a uint8 tensor (T, C, H, W).
+
+    See ``frame_indices`` for ``sampling``, ``start``, ``end``, ``sample_fps`` and ``fps_slice``.
+    ``short_side`` downscales large frames during decoding so their shorter side is at most
+    that. ``backend``: ``auto`` and ``pyav`` decode with PyAV, ``decord`` with decord. Images
+    (jpg, png, ...) are one-frame videos. With ``return_mask`` the result is ``(frames, mask)``,
+    the mask (T,) marking real frames (False for repeats of the last frame of a short clip).
+    Raises ``VideoDecodeError`` naming the file and the reason for anything undecodable.
+    """
+    path = str(path)
+    _check_file(path)
+    chosen: dict = {}
+
+    def select(timestamps):
+        try:
+            chosen["indices"], chosen["mask"] = frame_indices(
+                timestamps, num_frames, sampling, start, end, seed, sample_fps, fps_slice)
+        except ValueError as e:
+            raise VideoDecodeError(path, str(e)) from e
+        return chosen["indices"]
+
+    if path.lower().endswith(IMAGE_EXTENSIONS):
+        image = _read_image(path)
+        array = image[select(np.zeros(1))]
+    else:
+        array = None
+        if backend == "decord":
+            if not decord_available():
+                raise ImportError("backend='decord' needs decord: pip install decord2 (or decord)")
+            array = _read_decord(path, select)
+        elif backend not in ("auto", "pyav"):
+            raise ValueError(f"backend must be auto, pyav or decord, got {backend!r}")
+        if array is None:
+            array = _read_pyav(path, select, short_side, seek=seek)
+        elif short_side and min(array.shape[1:3]) > short_side:
+            array = _resize(array, short_side)
+    frames = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+    return (frames, torch.tensor(chosen["mask"])) if return_mask else frames
+
+
+def _resize(array: np.ndarray, short_side: int) -> np.ndarray:
+    from torchvision.transforms.v2 import functional as F
+
+    t = torch.from_numpy(array).permute(0, 3, 1, 2)
+    return F.resize(t, short_side, antialias=True).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+@dataclass
+class DecodedVideo:
+    """Every frame of a video and its timestamps (for in-memory caches of small datasets)."""
+
+    frames: np.ndarray  # (N, H, W, 3) uint8
+    timestamps: np.ndarray  # (N,) seconds
+
+
+def decode_all(path: str | os.PathLike, short_side: int | None = None) -> DecodedVideo:
+    """Every frame of ``path`` (sequential decode)."""
+    path = str(path)
+    _check_file(path)
+    if path.lower().endswith(IMAGE_EXTENSIONS):
+        return DecodedVideo(_read_image(path), np.zeros(1))
+    ts: dict = {}
+
+    def everything(timestamps):
+        ts["t"] = timestamps
+        return list(range(len(timestamps)))
+
+    frames = _read_pyav(path, everything, short_side, seek=False)
+    return DecodedVideo(frames, ts["t"])
+
+
+def sample_clip(video: DecodedVideo, num_frames: int, sampling: Sampling = "uniform", seed: int | None = None,
+                start: float | None = None, end: float | None = None, return_mask: bool = False, **kwargs):
+    """``read_frames`` on an already decoded video: the same frames for the same arguments."""
+    indices, mask = frame_indices(video.timestamps, num_frames, sampling, start, end, seed, **kwargs)
+    frames = torch.from_numpy(video.frames[indices]).permute(0, 3, 1, 2).contiguous()
+    return (frames, torch.tensor(mask)) if return_mask else frames
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8, codec: str = "libx264",
+                pix_fmt: str = "yuv420p", options: dict | None = None, gop: int | None = None,
+                rotation: int | None = None, pts_ms: list[int] | None = None) -> None:
+    """Encode RGB ``frames`` (N, H, W, 3) with PyAV: used by the synthetic data, tests and benchmarks.
+
+    ``rotation`` writes a display matrix (degrees counter-clockwise); ``pts_ms`` gives each frame
+    its own timestamp (variable frame rate).
+    """
+    import fractions
+
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fractions.Fraction(fps).limit_denominator(1001))
+        stream.height, stream.width = frames.shape[1], frames.shape[2]
+        stream.pix_fmt = pix_fmt
+        if options:
+            stream.options = dict(options)
+        if gop:
+            stream.codec_context.gop_size = gop
+        if rotation:
+            stream.set_display_rotation(rotation)
+        if pts_ms is not None:
+            stream.time_base = stream.codec_context.time_base = fractions.Fraction(1, 1000)
+        for n, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            if pts_ms is not None:
+                frame.pts, frame.time_base = int(pts_ms[n]), fractions.Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

@@ -10,7 +10,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from vcap.common.registry import registry
-from vcap.datasets.video import read_frames, sample_clip
+from vcap.datasets.video import SAMPLINGS, DecodedVideo, Sampling, read_frames, sample_clip
 from vcap.processors.base import BaseProcessor
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -18,34 +18,57 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class _VideoProcessor(BaseProcessor):
-    def __init__(self, num_frames: int = 8, sampling: Literal["uniform", "rand"] = "uniform",
+    """Frame sampling settings (see ``vcap.datasets.video.read_frames``) and the shared transforms.
+
+    ``decode_scale``: frames are downscaled while decoding so their shorter side is at most
+    ``decode_scale * image_size`` (large videos never reach memory at full size); 0 turns it off.
+    """
+
+    def __init__(self, num_frames: int = 8, sampling: Sampling = "uniform",
                  image_size: int = 224, mean: tuple = CLIP_MEAN, std: tuple = CLIP_STD,
-                 frame_order: Literal["normal", "reverse", "shuffle"] = "normal"):
+                 frame_order: Literal["normal", "reverse", "shuffle"] = "normal", sample_fps: float = 1.0,
+                 fps_slice: Literal["head", "tail", "uniform"] = "uniform", decode_scale: float = 2.0,
+                 backend: Literal["auto", "pyav", "decord"] = "auto"):
         self.num_frames, self.sampling, self.image_size = num_frames, sampling, image_size
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         self.mean, self.std = list(mean), list(std)
         if frame_order not in ("normal", "reverse", "shuffle"):
             raise ValueError(f"frame_order must be normal, reverse or shuffle, got {frame_order!r}")
         self.frame_order = frame_order
+        self.sample_fps, self.fps_slice, self.backend = sample_fps, fps_slice, backend
+        self.short_side = int(round(decode_scale * image_size)) if decode_scale else None
 
-    def load(self, path, seed: int | None = None, decoded=None) -> torch.Tensor:
-        """This processor's frames (uint8, T C H W) from ``path``, or from its already ``decoded`` frames."""
+    def load(self, path, seed: int | None = None, decoded: DecodedVideo | None = None, start: float | None = None,
+             end: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(frames uint8 T C H W, mask of real frames) of ``path``, or of its already ``decoded`` frames."""
+        kwargs = dict(seed=seed, start=start, end=end, sample_fps=self.sample_fps, fps_slice=self.fps_slice,
+                      return_mask=True)
         if decoded is not None:
-            return sample_clip(decoded, self.num_frames, self.sampling, seed=seed)
-        return read_frames(path, self.num_frames, self.sampling, seed=seed)
+            return sample_clip(decoded, self.num_frames, self.sampling, **kwargs)
+        return read_frames(path, self.num_frames, self.sampling, backend=self.backend, short_side=self.short_side,
+                           **kwargs)
 
-    def _order(self, frames: torch.Tensor, seed: int | None) -> torch.Tensor:
+    def _permutation(self, n: int, seed: int | None) -> list[int] | None:
         if self.frame_order == "reverse":
-            return frames.flip(0)
+            return list(range(n))[::-1]
         if self.frame_order == "shuffle":
-            perm = list(range(frames.shape[0]))
+            perm = list(range(n))
             random.Random(seed).shuffle(perm)
-            return frames[perm]
-        return frames
+            return perm
+        return None
 
-    def _normalise(self, frames: torch.Tensor) -> torch.Tensor:
-        return F.normalize(frames.float().div_(255.0), self.mean, self.std)
+    def _finish(self, frames: torch.Tensor, seed: int | None, mask: torch.Tensor | None):
+        """Frame order ablation (applied to the mask too), then normalisation."""
+        perm = self._permutation(frames.shape[0], seed)
+        if perm is not None:
+            frames = frames[perm]
+            mask = None if mask is None else mask[perm]
+        frames = F.normalize(frames.float().div_(255.0), self.mean, self.std)
+        return frames if mask is None else (frames, mask)
 
-    def __call__(self, frames: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, seed: int | None = None, mask: torch.Tensor | None = None):
+        """Normalised float frames (T, C, image_size, image_size); ``(frames, mask)`` when given a mask."""
         raise NotImplementedError
 
 
@@ -53,10 +76,10 @@ class _VideoProcessor(BaseProcessor):
 class VideoEvalProcessor(_VideoProcessor):
     """Resize the shorter side to ``image_size`` and centre-crop (no squashing to a square)."""
 
-    def __call__(self, frames: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, seed: int | None = None, mask: torch.Tensor | None = None):
         frames = F.resize(frames, self.image_size, antialias=True)
         frames = F.center_crop(frames, [self.image_size, self.image_size])
-        return self._normalise(self._order(frames, seed))
+        return self._finish(frames, seed, mask)
 
 
 @registry.register_processor("video_train")
@@ -67,15 +90,18 @@ class VideoTrainProcessor(_VideoProcessor):
     direction of motion.
     """
 
-    def __init__(self, num_frames: int = 8, sampling: Literal["uniform", "rand"] = "rand",
+    def __init__(self, num_frames: int = 8, sampling: Sampling = "rand",
                  image_size: int = 224, mean: tuple = CLIP_MEAN, std: tuple = CLIP_STD,
-                 frame_order: Literal["normal", "reverse", "shuffle"] = "normal",
+                 frame_order: Literal["normal", "reverse", "shuffle"] = "normal", sample_fps: float = 1.0,
+                 fps_slice: Literal["head", "tail", "uniform"] = "uniform", decode_scale: float = 2.0,
+                 backend: Literal["auto", "pyav", "decord"] = "auto",
                  min_scale: float = 0.5, max_scale: float = 1.0, hflip: bool = False):
-        super().__init__(num_frames, sampling, image_size, mean, std, frame_order)
+        super().__init__(num_frames, sampling, image_size, mean, std, frame_order, sample_fps, fps_slice,
+                         decode_scale, backend)
         self.scale = (min_scale, max_scale)
         self.hflip = hflip
 
-    def __call__(self, frames: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, seed: int | None = None, mask: torch.Tensor | None = None):
         # a per-clip seed makes the crop reproducible without disturbing the global RNG
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
@@ -85,4 +111,4 @@ class VideoTrainProcessor(_VideoProcessor):
         frames = F.resized_crop(frames, top, left, h, w, [self.image_size, self.image_size], antialias=True)
         if flip:
             frames = F.horizontal_flip(frames)
-        return self._normalise(self._order(frames, seed))
+        return self._finish(frames, seed, mask)

@@ -24,6 +24,7 @@ from vcap.common.config import run_config
 from vcap.common.logger import MetricWriter
 from vcap.common.optim import param_groups
 from vcap.common.registry import registry
+from vcap.datasets.datasets.base import collate
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,49 @@ class ShardSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class BadSampleError(RuntimeError):
+    """Too many samples failed to decode: the data, not the model, needs attention."""
+
+
+class BadSamples:
+    """Decode failures met while loading batches; reported per epoch and split."""
+
+    def __init__(self, output_dir: Path, max_ratio: float):
+        self.path, self.max_ratio = Path(output_dir) / "bad_samples.jsonl", max_ratio
+        self.items, self.bad = 0, []
+
+    def take(self, batch: dict) -> dict:
+        """Record ``batch``'s failures and size; return the batch without them."""
+        self.bad.extend(batch.pop("bad_samples", []))
+        self.items += len(batch["index"])
+        return batch
+
+    def tracked(self, loader):
+        for batch in loader:
+            yield self.take(batch)
+
+    def report(self, epoch: int, split: str) -> None:
+        """Write this period's failures of every rank, and stop if their share is too high."""
+        parts = dist.all_gather_object((self.items, self.bad))
+        self.items, self.bad = 0, []
+        items = sum(n for n, _ in parts)
+        bad = [b for _, part in parts for b in part]
+        if not bad:
+            return
+        if dist.is_main_process():
+            with open(self.path, "a") as f:
+                for b in bad:
+                    f.write(json.dumps({"epoch": epoch, "split": split, **b}) + "\n")
+        ratio = len(bad) / max(1, items)
+        log.warning("%s (epoch %d): %d samples failed to decode (%.2f%% of %d loaded); listed in %s",
+                    split, epoch, len(bad), 100 * ratio, items, self.path)
+        if ratio > self.max_ratio:
+            raise BadSampleError(
+                f"{split} (epoch {epoch}): {len(bad)} of {items} loaded samples ({ratio:.1%}) failed to decode, "
+                f"more than run.max_bad_sample_ratio={self.max_ratio}; first: {bad[0]['path']}: {bad[0]['reason']}. "
+                f"All are listed in {self.path}")
 
 
 def set_seed(seed: int) -> None:
@@ -57,8 +101,9 @@ class RunnerBase:
         self.model = model.to(device)
         self.ddp = None
         self.optimizer = self.scheduler = self.scaler = None
-        self.step = 0
+        self.step = self.epoch = 0
         self.writer = MetricWriter(self.output_dir, enabled=dist.is_main_process())
+        self.bad_samples = BadSamples(self.output_dir, self.run.max_bad_sample_ratio)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.run.amp) \
             if device.type == "cuda" else None
 
@@ -83,11 +128,11 @@ class RunnerBase:
         sampler = DistributedSampler(data, num_replicas=dist.get_world_size(), rank=dist.get_rank(),
                                      shuffle=True, seed=self.run.seed, drop_last=True)
         return DataLoader(data, batch_size=self.run.batch_size_train, sampler=sampler, drop_last=True,
-                          num_workers=self.run.num_workers, pin_memory=self.device.type == "cuda")
+                          num_workers=self.run.num_workers, pin_memory=self.device.type == "cuda", collate_fn=collate)
 
     def eval_loader(self, dataset) -> DataLoader:
         return DataLoader(dataset, batch_size=self.run.batch_size_eval, sampler=ShardSampler(len(dataset)),
-                          num_workers=self.run.num_workers)
+                          num_workers=self.run.num_workers, collate_fn=collate)
 
     def setup_optimization(self, steps_per_epoch: int) -> None:
         r = self.run
@@ -121,6 +166,7 @@ class RunnerBase:
         max_epoch = math.ceil(self.run.max_iters / steps_per_epoch) if self.run.max_iters else self.run.max_epoch
         metrics, best, best_epoch = {}, None, None
         for epoch in range(max_epoch):
+            self.epoch = epoch
             self.train_epoch(loader, epoch)
             # detectron2's order: save first, so a failing evaluation can be debugged from the checkpoint
             self.save_checkpoint("last")
@@ -158,9 +204,13 @@ class RunnerBase:
         usable = (len(loader) // accum) * accum  # never leave a half-accumulated step behind
         bar = tqdm(total=usable, desc=f"epoch {epoch}", disable=not dist.is_main_process(), leave=False)
         t0, first_step = time.time(), self.step
+        trace = self.trace_file(epoch)
         for i, batch in enumerate(loader):
             if i >= usable or self.step >= self.total_steps:
                 break
+            batch = self.bad_samples.take(batch)
+            if trace:
+                trace.write("".join(f"{k}\n" for k in batch.get("key", batch["video_id"])))
             sync = (i + 1) % accum == 0
             with (contextlib.nullcontext() if sync or self.ddp is None else self.ddp.no_sync()):
                 with self.autocast():
@@ -185,6 +235,9 @@ class RunnerBase:
                 self.writer.write(self.step, scalars, prefix="train/")
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scalars['lr']:.2e}")
         bar.close()
+        if trace:
+            trace.close()
+        self.bad_samples.report(epoch, "train")
         log.info("epoch %d: %d steps in %.1fs (global step %d)", epoch, self.step - first_step, time.time() - t0,
                  self.step)
 
@@ -202,13 +255,23 @@ class RunnerBase:
                 key = split if len(self.datasets) == 1 else f"{name}/{split}"
                 t0 = time.time()
                 with self.autocast():
-                    metrics = self.task.evaluate(model, self.eval_loader(ds), ds, key.replace("/", "_"), self.output_dir)
+                    metrics = self.task.evaluate(model, self.bad_samples.tracked(self.eval_loader(ds)), ds,
+                                                 key.replace("/", "_"), self.output_dir)
+                self.bad_samples.report(self.epoch, key)
                 log.info("%s %s (%.1fs): %s", tag, key, time.time() - t0,
                          ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
                 self.writer.write(self.step, {k: v for k, v in metrics.items() if isinstance(v, float)},
                                   prefix=f"{key}/")
                 out[key] = metrics
         return out
+
+    def trace_file(self, epoch: int):
+        """With ``run.trace_samples``, a file for the keys of the items this rank trains on this epoch."""
+        if not self.run.trace_samples:
+            return None
+        path = self.output_dir / "samples" / f"epoch{epoch:03d}_rank{dist.get_rank()}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "w")
 
     def monitored(self, results: dict):
         if not self.run.monitor:

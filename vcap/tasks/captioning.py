@@ -12,6 +12,15 @@ from vcap.evaluation.caption import caption_scores
 from vcap.tasks.base_task import BaseTask
 
 
+def write_coco_gt(refs: dict[str, list[str]], path: Path) -> None:
+    """The references in COCO caption format, in the run's own directory (never a global cache)."""
+    images = [{"id": vid} for vid in refs]
+    annotations = [{"image_id": vid, "id": n, "caption": c}
+                   for n, (vid, c) in enumerate((v, c) for v, caps in refs.items() for c in caps)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "type": "captions"}))
+
+
 @registry.register_task("captioning")
 class CaptioningTask(BaseTask):
     def gen_cfg(self) -> dict:
@@ -23,7 +32,8 @@ class CaptioningTask(BaseTask):
         local = []
         for batch in loader:
             captions = model.generate(batch, **self.gen_cfg())
-            local.extend({"video_id": v, "caption": c} for v, c in zip(batch["video_id"], captions))
+            local.extend({"video_id": v, "caption": c}
+                         for v, c, ok in zip(batch["video_id"], captions, batch["valid"].tolist()) if ok)
         # one gather; de-duplicate by id in linear time
         preds = {}
         for part in dist.all_gather_object(local):
@@ -31,8 +41,13 @@ class CaptioningTask(BaseTask):
                 preds.setdefault(r["video_id"], r["caption"])
         metrics = None
         if dist.is_main_process():
-            refs = dataset.references
+            # videos that failed to decode are left out (bad_samples.jsonl names them) and counted
+            all_refs = dataset.references
+            refs = {k: v for k, v in all_refs.items() if k in preds}
             metrics = caption_scores(refs, preds)
+            metrics["num_videos"] = len(refs)
+            metrics["num_bad_videos"] = len(all_refs) - len(refs)
+            write_coco_gt(all_refs, Path(output_dir) / "gt" / f"{split}.json")
             if hasattr(dataset, "extra_metrics"):  # dataset-specific diagnostics, e.g. attribute accuracy
                 metrics.update(dataset.extra_metrics(preds))
             out = Path(output_dir) / "results" / f"{split}.json"

@@ -24,10 +24,11 @@ def _gather_rows(local: list[tuple[int, torch.Tensor]], n: int) -> torch.Tensor:
 class RetrievalTask(BaseTask):
     @torch.no_grad()
     def evaluate(self, model, loader, dataset, split: str, output_dir: Path) -> dict:
-        videos = []
+        videos, bad = [], []
         for batch in loader:
             emb = model.encode_video(batch).float().cpu()
             videos.extend(zip(batch["index"].tolist(), emb))
+            bad.extend(i for i, ok in zip(batch["index"].tolist(), batch["valid"].tolist()) if not ok)
         # texts are split across ranks the same way the videos are
         rank, world, bs = dist.get_rank(), dist.get_world_size(), self.run.batch_size_eval
         mine = list(range(rank, len(dataset.texts), world))
@@ -38,10 +39,16 @@ class RetrievalTask(BaseTask):
             texts.extend(zip(idx, emb))
         video_emb = _gather_rows(videos, len(dataset))
         text_emb = _gather_rows(texts, len(dataset.texts))
+        bad = {i for part in dist.all_gather_object(bad) for i in part}
         metrics = None
         if dist.is_main_process():
             sim = model.similarity(text_emb.to(model.device), video_emb.to(model.device)).float().cpu()
-            metrics = retrieval_metrics(sim, dataset.text_to_video)
+            # videos that failed to decode (bad_samples.jsonl names them) leave with their texts
+            keep_v = [i for i in range(len(dataset)) if i not in bad]
+            keep_t = [t for t, v in enumerate(dataset.text_to_video) if v not in bad]
+            new_v = {v: n for n, v in enumerate(keep_v)}
+            metrics = retrieval_metrics(sim[keep_t][:, keep_v], [new_v[dataset.text_to_video[t]] for t in keep_t])
+            metrics["num_videos"], metrics["num_bad_videos"] = len(keep_v), len(bad)
             out = Path(output_dir) / "results" / f"{split}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             top = sim.argmax(1).tolist()
