@@ -174,3 +174,14 @@ def test_every_card_is_reachable_from_a_registered_class():
 def test_absolute_paths_are_detected():
     assert absolute_paths(OmegaConf.create({"a": {"b": "/export/data", "c": "${oc.env:X,data}"}})) == \
         ["a.b='/export/data'"]
+
+
+def test_every_dataset_card_validates_in_a_project():
+    """Each builder's cards pass the full config validation (processor arguments included)."""
+    import vcap  # noqa: F401
+
+    for name in registry.list("builder"):
+        for card_type in registry.get("builder", name).DATASET_CONFIG_DICT:
+            cfg = build_config(project(datasets={name: {"type": card_type}}))
+            section = cfg.datasets[name]
+            assert section.train_storage == "files" and section.vis_processor.eval.name == "video_eval", name

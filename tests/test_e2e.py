@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -92,3 +91,61 @@ def test_single_process_train_and_bad_config_rejected_before_work(tmp_path):
     assert "run.max_epochs: unknown key (value 2); did you mean 'max_epoch'?" in p.stderr
     assert "run.init_lr: got 'fast' (str), expected float" in p.stderr
     assert not (tmp_path / "never").exists() and not (fresh / "data").exists()
+
+
+def test_torchrun_trains_from_shards_and_sees_every_item_once_per_epoch(tmp_path):
+    """vcap shard writes the train split; 2 ranks stream it, each item exactly once per epoch."""
+    project, ds = "projects/demo/caption_synthetic.yaml", "synthetic_caption"
+    shards = tmp_path / "shards"
+    small = [o.format(ds=ds) for o in SMALL]
+    run([sys.executable, "-m", "vcap.cli", "shard", "--cfg-path", project, "--split", "train", "--out", str(shards),
+         "--shard-size", "7", "--options", *small], tmp_path)
+    index = json.loads((shards / "index.json").read_text())
+    assert len(index["shards"]) == 6 and index["captions"] == 120  # 40 videos x 3 captions
+    out = tmp_path / "run"
+    run(torchrun("train.py", "--cfg-path", project, *options(
+        ds, out, f"datasets.{ds}.train_storage=webdataset", f"datasets.{ds}.train_shards={shards / 'index.json'}",
+        "run.batch_size_train=6", "run.trace_samples=true", "run.valid_splits=[]", "run.num_workers=1")), tmp_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2 * 10  # 120 items / 2 ranks / 6 per batch, two epochs
+    orders = []
+    for epoch in (0, 1):
+        seen = [(out / "samples" / f"epoch{epoch:03d}_rank{r}.txt").read_text().split() for r in (0, 1)]
+        assert len(seen[0]) == len(seen[1]) == 60
+        assert sorted(seen[0] + seen[1]) == sorted(f"train{v:05d}#{k}" for v in range(40) for k in range(3))
+        orders.append(seen[0])
+    assert orders[0] != orders[1]  # a new order each epoch
+    assert isinstance(metrics["test"]["CIDEr"], float)
+
+
+def test_bad_videos_are_reported_and_too_many_stop_the_run(tmp_path, tiny_data):
+    """A broken file is listed in bad_samples.jsonl; past run.max_bad_sample_ratio the run stops, saying why."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    records = json.loads((tiny_data / "annotations" / "train.json").read_text())[:12]
+    for r in records:
+        (videos / r["video"]).symlink_to(tiny_data / "videos" / r["video"])
+    (videos / "broken.mp4").write_bytes((tiny_data / "videos" / records[0]["video"]).read_bytes()[:300])
+    rows = [{"video": r["video"], "captions": r["captions"]} for r in records] + \
+        [{"video": "broken.mp4", "captions": ["a broken video"]}]
+    (tmp_path / "ann.json").write_text(json.dumps(rows))
+    project = OmegaConf.load(REPO / "projects/demo/retrieval_synthetic.yaml")
+    project.datasets = {"custom_retrieval": {
+        "build_info": {"annotations": {"train": str(tmp_path / "ann.json"), "val": None, "test": str(tmp_path / "ann.json")},
+                       "videos": str(videos)},
+        "vis_processor": {"train": {"image_size": 32, "num_frames": 4}, "eval": {"image_size": 32, "num_frames": 4}}}}
+    path = tmp_path / "custom.yaml"
+    OmegaConf.save(project, path)
+    base = [f"run.output_dir={tmp_path / 'ok'}", "run.max_epoch=1", "run.batch_size_train=4", "run.valid_splits=[]"]
+    run([sys.executable, "train.py", "--cfg-path", str(path), "--options", *base, "run.max_bad_sample_ratio=0.2"],
+        tmp_path)
+    bad = [json.loads(line) for line in (tmp_path / "ok" / "bad_samples.jsonl").read_text().splitlines()]
+    assert {b["split"] for b in bad} == {"train", "test"} and all(b["path"].endswith("broken.mp4") for b in bad)
+    metrics = json.loads((tmp_path / "ok" / "metrics.json").read_text())
+    assert metrics["test"]["num_bad_videos"] == 1 and metrics["test"]["num_videos"] == 12
+
+    p = subprocess.run([sys.executable, "train.py", "--cfg-path", str(path), "--options", *base[1:],
+                        f"run.output_dir={tmp_path / 'stop'}"], cwd=REPO, env=env(tmp_path), capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode != 0
+    assert "failed to decode, more than run.max_bad_sample_ratio=0.01" in p.stderr and "broken.mp4" in p.stderr

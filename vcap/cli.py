@@ -90,9 +90,60 @@ def list_main(argv=None) -> None:
             print(f"{name}: {', '.join(registry.list(kind)) or '(none)'}")
 
 
+def prepare_main(argv=None) -> dict:
+    from vcap.datasets.prepare import CONVERTERS, prepare
+
+    p = argparse.ArgumentParser(prog="vcap prepare", description=(
+        "Convert a dataset's official annotation files into vcap annotations, checking every video. "
+        "msrvtt: train_val_videodatainfo.json + test_videodatainfo.json (+ MSRVTT_train.9k.csv / 7k.csv, "
+        "MSRVTT_JSFUSION_test.csv for retrieval); msvd: raw-captions.pkl + train/val/test_list.txt; "
+        "vatex: vatex_training_v1.0.json + vatex_validation_v1.0.json; coco: dataset_coco.json (Karpathy); "
+        "lavis: LAVIS annotation files (cap_train.json, ...) as they are."))
+    p.add_argument("dataset", choices=sorted(CONVERTERS))
+    p.add_argument("--raw", required=True, help="folder holding the official files (searched recursively)")
+    p.add_argument("--out", required=True, help="output folder, e.g. data/msrvtt (the cards' default)")
+    p.add_argument("--videos", help="video (or image) folder, searched recursively; default: --raw")
+    args = p.parse_args(argv)
+    try:
+        return prepare(args.dataset, args.raw, args.out, args.videos)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"vcap prepare: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def shard_main(argv=None) -> Path:
+    from vcap.common.registry import registry
+    from vcap.datasets.datasets.base import load_annotations
+    from vcap.datasets.shards import write_shards
+
+    p = _parser("vcap shard", "Write a dataset split as WebDataset tar shards (video bytes + captions).")
+    p.add_argument("--split", default="train")
+    p.add_argument("--out", required=True, help="folder for the shards and their index.json")
+    p.add_argument("--shard-size", type=int, default=1000, help="videos per shard")
+    p.add_argument("--dataset", help="which of the project's datasets (default: its only one)")
+    args = p.parse_args(argv)
+    cfg = _load(args)
+    names = list(cfg.datasets)
+    name = args.dataset or (names[0] if len(names) == 1 else None)
+    if name not in names:
+        print(f"vcap shard: --dataset must be one of {names}", file=sys.stderr)
+        raise SystemExit(2)
+    builder = registry.get_builder_class(name)(cfg.datasets[name], name)
+    builder.prepare()
+    if args.split not in builder.splits():
+        print(f"vcap shard: {name} has no split {args.split!r}; expected one of {builder.splits()}", file=sys.stderr)
+        raise SystemExit(2)
+    records = load_annotations(builder.annotation_path(args.split))
+    index = write_shards(records, builder.video_root(), args.out, args.shard_size, args.split)
+    print(f"{len(records)} videos of {name}/{args.split} in {index.parent}; train from them with "
+          f"--options datasets.{name}.train_storage=webdataset datasets.{name}.train_shards={index}")
+    return index
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": train_main, "evaluate": evaluate_main, "list": list_main}
+    commands = {"train": train_main, "evaluate": evaluate_main, "list": list_main, "prepare": prepare_main,
+                "shard": shard_main}
     if not argv or argv[0] not in commands:
         print(f"usage: vcap {{{','.join(commands)}}} ...", file=sys.stderr)
         raise SystemExit(2)

@@ -123,6 +123,12 @@ class RunnerBase:
         if not parts:
             raise ValueError(f"no dataset has the train splits {self.run.train_splits}")
         self.train_parts = parts
+        streamed = [p for p in parts if hasattr(p, "make_loader")]
+        if streamed:  # WebDataset shards: the dataset plans equal batches per rank itself
+            if len(parts) > 1:
+                raise ValueError("a train split streamed from shards cannot be combined with other train datasets")
+            return streamed[0].make_loader(self.run.batch_size_train, self.run.num_workers, dist.get_rank(),
+                                           dist.get_world_size(), self.device.type == "cuda")
         data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         # drop_last everywhere: every rank runs the same number of steps and every batch is full
         sampler = DistributedSampler(data, num_replicas=dist.get_world_size(), rank=dist.get_rank(),
@@ -197,7 +203,8 @@ class RunnerBase:
     def train_epoch(self, loader: DataLoader, epoch: int) -> None:
         model = self.ddp or self.model
         model.train()
-        loader.sampler.set_epoch(epoch)
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)
         for part in self.train_parts:
             part.set_epoch(epoch)
         accum = self.run.accum_grad_iters

@@ -31,7 +31,8 @@ class BaseBuilder:
         return Path(self.config.build_info.videos)
 
     def splits(self) -> list[str]:
-        return list(self.config.build_info.annotations)
+        """The splits with an annotation file (null turns a split of the card off)."""
+        return [k for k, v in self.config.build_info.annotations.items() if v]
 
     def build_datasets(self, seed: int = 0) -> dict:
         if dist.is_main_process():
@@ -40,13 +41,29 @@ class BaseBuilder:
         vis = {k: build_processor(self.config.vis_processor.get(k)) for k in ("train", "eval")}
         txt = {k: build_processor(self.config.text_processor.get(k)) for k in ("train", "eval")}
         out = {}
+        cache = bool(self.config.get("cache_decoded", False))
         for split in self.splits():
+            if split == "train" and self.config.get("train_storage", "files") == "webdataset":
+                out[split] = self.shard_dataset(vis["train"], txt["train"], seed)
+                continue
             records = load_annotations(self.annotation_path(split))
-            kind = "train" if split == "train" else "eval"
-            cls = self.train_dataset_cls if kind == "train" else self.eval_dataset_cls
-            out[split] = cls(records, self.video_root(), vis[kind], txt[kind], seed=seed,
-                             cache_decoded=bool(self.config.get("cache_decoded", False)))
+            if split == "train":
+                out[split] = self.train_dataset_cls(records, self.video_root(), vis["train"], txt["train"], seed=seed,
+                                                    cache_decoded=cache,
+                                                    captions=self.config.get("train_captions", "all"))
+            else:
+                out[split] = self.eval_dataset_cls(records, self.video_root(), vis["eval"], txt["eval"], seed=seed,
+                                                   cache_decoded=cache)
         return out
+
+    def shard_dataset(self, vis, txt, seed: int):
+        from vcap.datasets.shards import ShardTrainDataset
+
+        index = self.config.get("train_shards")
+        if not index:
+            raise ValueError(f"datasets.{self.name}.train_storage is 'webdataset' but train_shards is not set; "
+                             "expected the index.json that `vcap shard` wrote")
+        return ShardTrainDataset(index, vis, txt, seed=seed, captions=self.config.get("train_captions", "all"))
 
 
 class RetrievalBuilderMixin:

@@ -5,6 +5,7 @@ references kept on the dataset (``references``) rather than collated into batche
 """
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -22,23 +23,86 @@ log = logging.getLogger(__name__)
 MAX_SUBSTITUTIONS = 10
 
 
-def load_annotations(path: str | os.PathLike) -> list[dict]:
-    """vcap annotation records: ``{"video_id", "video", "captions": [...], ["start", "end"]}``."""
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    """Rows of a JSON list, JSON Lines or CSV file (a header row names the columns)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file {str(path)!r} does not exist; vcap prepare <dataset> writes it")
-    records = json.loads(path.read_text())
-    if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+        raise FileNotFoundError(f"annotation file {str(path)!r} does not exist; `vcap prepare <dataset>` writes it")
+    if path.suffix == ".csv":
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    text = path.read_text()
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows = json.loads(text)
+    if isinstance(rows, dict) and "annotations" in rows:  # COCO-style {"images", "annotations"}
+        rows = rows["annotations"]
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: expected a JSON list of records, got {type(rows).__name__}")
+    return rows
+
+
+def records_from_rows(rows: list[dict], source: str) -> list[dict]:
+    """Group rows ``{video, caption or captions, [video_id], [start, end]}`` into vcap records.
+
+    Rows of the same video (and segment) are merged; the order of first appearance is kept.
+    """
+    records: dict[tuple, dict] = {}
+    for i, row in enumerate(rows):
+        video = row.get("video") or row.get("image")
+        if not video:
+            raise ValueError(f"{source}: row {i} has no 'video' (or 'image'); expected keys video and caption "
+                             f"or captions, optionally video_id, start, end; got {sorted(row)}")
+        caps = row.get("captions", row.get("caption"))
+        caps = [caps] if isinstance(caps, str) else list(caps or [])
+        if not caps or not all(isinstance(c, str) and c.strip() for c in caps):
+            raise ValueError(f"{source}: row {i} ({video}): expected a non-empty 'caption' or 'captions'")
+        span = []
+        for key in ("start", "end"):
+            value = row.get(key)
+            if value not in (None, ""):
+                try:
+                    value = float(value)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{source}: row {i} ({video}): {key!r} must be seconds, got {value!r}") from None
+            span.append(value if value != "" else None)
+        vid = str(row.get("video_id") or (Path(video).stem if span == [None, None] else
+                                          f"{Path(video).stem}_{span[0]:g}_{span[1]:g}"))
+        key = (vid, video, *span)
+        if key not in records:
+            records[key] = {"video_id": vid, "video": video, "captions": []}
+            if span != [None, None]:
+                records[key]["start"], records[key]["end"] = span
+        records[key]["captions"].extend(caps)
+    ids = [r["video_id"] for r in records.values()]
+    if len(set(ids)) != len(ids):
+        dup = next(v for v in ids if ids.count(v) > 1)
+        raise ValueError(f"{source}: video_id {dup!r} names two different videos or segments")
+    return list(records.values())
+
+
+def load_annotations(path: str | os.PathLike) -> list[dict]:
+    """vcap records ``{"video_id", "video", "captions": [...], ["start", "end"]}`` from ``path``.
+
+    Also accepted: any JSON / JSONL / CSV of rows ``{video, caption or captions, [video_id],
+    [start, end]}`` (LAVIS's annotation files among them), grouped by video.
+    """
+    rows = read_rows(path)
+    if rows and all(isinstance(r, dict) and {"video_id", "video", "captions"} <= set(r) for r in rows):
+        records = rows
+    else:
+        for i, r in enumerate(rows):
+            if not isinstance(r, dict):
+                raise ValueError(f"{path}: row {i} is a {type(r).__name__}, expected a mapping")
+        records = records_from_rows(rows, str(path))
     for i, r in enumerate(records):
-        missing = [k for k in ("video_id", "video", "captions") if k not in r]
-        if missing:
-            raise ValueError(f"{path}: record {i} lacks {missing}; expected keys video_id, video, captions")
         if not isinstance(r["captions"], list) or not r["captions"]:
             raise ValueError(f"{path}: record {i} ({r['video_id']}): 'captions' must be a non-empty list")
         for key in ("start", "end"):
             if r.get(key) is not None and not isinstance(r[key], (int, float)):
                 raise ValueError(f"{path}: record {i} ({r['video_id']}): {key!r} must be seconds, got {r[key]!r}")
+    if not records:
+        raise ValueError(f"{path}: no records")
     return records
 
 

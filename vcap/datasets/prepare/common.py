@@ -1,0 +1,104 @@
+"""Shared parts of the converters: finding files and videos, writing annotations and a summary."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from vcap.datasets.video import IMAGE_EXTENSIONS
+
+log = logging.getLogger(__name__)
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp")
+
+
+def find_file(raw: Path, *names: str, required: bool = True) -> Path | None:
+    """The first file under ``raw`` (searched recursively) named one of ``names``."""
+    for name in names:
+        direct = raw / name
+        if direct.is_file():
+            return direct
+        found = sorted(raw.rglob(name))
+        if found:
+            return found[0]
+    if required:
+        raise FileNotFoundError(f"none of {list(names)} found under {str(raw)!r}; expected the official "
+                                "annotation files there (see `vcap prepare --help`)")
+    return None
+
+
+class VideoIndex:
+    """Every video (or image) file under ``root``, by relative path and by name without extension."""
+
+    def __init__(self, root: Path, extensions=VIDEO_EXTENSIONS + IMAGE_EXTENSIONS):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"video folder {str(self.root)!r} does not exist")
+        self.by_stem: dict[str, str] = {}
+        self.paths: set[str] = set()
+        for dirpath, _, files in os.walk(self.root, followlinks=True):
+            for name in sorted(files):
+                if name.lower().endswith(extensions):
+                    rel = os.path.relpath(os.path.join(dirpath, name), self.root)
+                    self.paths.add(rel)
+                    self.by_stem.setdefault(os.path.splitext(name)[0], rel)
+
+    def find(self, stem: str) -> str | None:
+        return self.by_stem.get(stem)
+
+    def has(self, rel: str) -> bool:
+        return rel in self.paths
+
+
+class Output:
+    """Collects annotation files, drops records whose video is missing, writes the summary."""
+
+    def __init__(self, out: Path, videos: VideoIndex):
+        self.out, self.videos = Path(out), videos
+        self.summary: dict[str, dict] = {}
+        self.missing: list[str] = []
+
+    def write(self, name: str, records: list[dict]) -> None:
+        """Records with ``video`` None (not found) are listed as missing and left out."""
+        kept = [r for r in records if r["video"] is not None]
+        gone = [r["video_id"] for r in records if r["video"] is None]
+        self.missing.extend(f"{name}\t{v}" for v in gone)
+        path = self.out / "annotations" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(kept, indent=1))
+        os.replace(tmp, path)
+        self.summary[name] = {"videos": len(kept), "captions": sum(len(r["captions"]) for r in kept),
+                              "missing_videos": len(gone)}
+
+    def finish(self) -> dict:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "missing_videos.txt").write_text("".join(f"{m}\n" for m in self.missing))
+        link = self.out / "videos"
+        root = self.videos.root.resolve()
+        if not link.exists() and not link.is_symlink() and root != link.resolve():
+            link.symlink_to(root, target_is_directory=True)
+        summary = {"splits": self.summary, "videos": str(root), "missing_videos": len(self.missing)}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        for name, counts in self.summary.items():
+            print(f"{name}: {counts['videos']} videos, {counts['captions']} captions, "
+                  f"{counts['missing_videos']} missing")
+        if self.missing:
+            print(f"{len(self.missing)} referenced videos were not found under {root}; "
+                  f"listed in {self.out / 'missing_videos.txt'}")
+        print(f"annotations in {self.out / 'annotations'}; summary in {self.out / 'summary.json'}")
+        return summary
+
+
+def prepare(name: str, raw: str | os.PathLike, out: str | os.PathLike, videos: str | os.PathLike | None = None) -> dict:
+    """Run converter ``name`` on the official files under ``raw``; returns the summary."""
+    from vcap.datasets.prepare.converters import CONVERTERS
+
+    if name not in CONVERTERS:
+        raise KeyError(f"no converter {name!r}; expected one of {sorted(CONVERTERS)}")
+    raw = Path(raw)
+    if not raw.is_dir():
+        raise FileNotFoundError(f"--raw {str(raw)!r} is not a directory")
+    output = Output(Path(out), VideoIndex(Path(videos) if videos else raw))
+    CONVERTERS[name](raw, output)
+    return output.finish()

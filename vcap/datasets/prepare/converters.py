@@ -1,0 +1,140 @@
+"""One converter per dataset family, each from the files its authors publish."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import pickle
+import re
+from pathlib import Path
+
+from vcap.datasets.datasets.base import load_annotations
+from vcap.datasets.prepare.common import Output, find_file
+
+
+def _record(video_id: str, video: str | None, captions: list[str], **span) -> dict:
+    rec = {"video_id": video_id, "video": video, "captions": [c.strip() for c in captions if c and c.strip()]}
+    rec.update({k: v for k, v in span.items() if v is not None})
+    return rec
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ------------------------------------------------------------------------------------------------
+def msrvtt(raw: Path, out: Output) -> None:
+    """MSR-VTT: ``train_val_videodatainfo.json`` + ``test_videodatainfo.json`` (captioning,
+    6513/497/2990 by their ``split`` field); with CLIP4Clip's ``MSRVTT_train.9k.csv`` /
+    ``MSRVTT_train.7k.csv`` and JSFusion's ``MSRVTT_JSFUSION_test.csv`` also the retrieval
+    splits (train 9k / 7k with all 20 captions per video, test 1k-A with its one sentence each)."""
+    videos, captions = {}, {}
+    for name in ("train_val_videodatainfo.json", "test_videodatainfo.json"):
+        data = json.loads(find_file(raw, name).read_text())
+        for v in data["videos"]:
+            videos[v["video_id"]] = v["split"]
+        for s in data["sentences"]:
+            captions.setdefault(s["video_id"], []).append(s["caption"])
+    splits = {"train": "train", "validate": "val", "val": "val", "test": "test"}
+    by_split: dict[str, list] = {"train": [], "val": [], "test": []}
+    for vid in sorted(videos, key=lambda v: int(re.sub(r"\D", "", v) or 0)):
+        if videos[vid] not in splits:
+            raise ValueError(f"MSR-VTT video {vid}: unknown split {videos[vid]!r}; expected train, validate or test")
+        by_split[splits[videos[vid]]].append(_record(vid, out.videos.find(vid), captions.get(vid, [])))
+    for split, records in by_split.items():
+        out.write(f"caption_{split}", [r for r in records if r["captions"]])
+
+    for size in ("9k", "7k"):
+        path = find_file(raw, f"MSRVTT_train.{size}.csv", required=False)
+        if path:
+            ids = [row["video_id"] for row in _read_csv(path)]
+            out.write(f"retrieval_train_{size}", [_record(v, out.videos.find(v), captions.get(v, [])) for v in ids])
+    path = find_file(raw, "MSRVTT_JSFUSION_test.csv", required=False)
+    if path:
+        rows = _read_csv(path)
+        out.write("retrieval_test_1ka", [_record(r["video_id"], out.videos.find(r["video_id"]), [r["sentence"]])
+                                         for r in rows])
+
+
+# ------------------------------------------------------------------------------------------------
+class _PlainUnpickler(pickle.Unpickler):
+    """Captions only: plain containers and strings. Any class or function in the file is refused."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: caption files hold only lists and strings")
+
+
+def msvd(raw: Path, out: Output) -> None:
+    """MSVD: ``raw-captions.pkl`` (video id -> list of token lists) with ``train_list.txt``,
+    ``val_list.txt`` and ``test_list.txt`` (1200/100/670 videos, about 41 captions each)."""
+    path = find_file(raw, "raw-captions.pkl")
+    captions = _PlainUnpickler(io.BytesIO(path.read_bytes())).load()
+    if not isinstance(captions, dict):
+        raise ValueError(f"{path}: expected a dict of video id -> captions, got {type(captions).__name__}")
+    for split in ("train", "val", "test"):
+        ids = [line.strip() for line in find_file(raw, f"{split}_list.txt").read_text().splitlines() if line.strip()]
+        unknown = [v for v in ids if v not in captions]
+        if unknown:
+            raise ValueError(f"{split}_list.txt names {len(unknown)} videos without captions in {path.name}, "
+                             f"e.g. {unknown[0]!r}")
+        out.write(f"caption_{split}", [
+            _record(v, out.videos.find(v), [c if isinstance(c, str) else " ".join(c) for c in captions[v]])
+            for v in ids])
+
+
+# ------------------------------------------------------------------------------------------------
+def _vatex_video(out: Output, video_id: str) -> tuple[str | None, float | None, float | None]:
+    """A clip file ``<ytid>_<start>_<end>.mp4``, or the full YouTube video ``<ytid>.mp4`` with the span."""
+    clip = out.videos.find(video_id)
+    if clip:
+        return clip, None, None
+    m = re.fullmatch(r"(.+)_(\d+)_(\d+)", video_id)
+    if m and out.videos.find(m.group(1)):
+        return out.videos.find(m.group(1)), float(int(m.group(2))), float(int(m.group(3)))
+    return None, None, None
+
+
+def vatex(raw: Path, out: Output) -> None:
+    """VATEX: ``vatex_training_v1.0.json`` and ``vatex_validation_v1.0.json`` (``videoID`` is
+    ``<youtube id>_<start>_<end>``; the ten English captions ``enCap``). Clips are found as
+    ``<videoID>.*`` or cut from ``<youtube id>.*`` by start and end."""
+    for split, name in (("train", "vatex_training_v1.0.json"), ("val", "vatex_validation_v1.0.json")):
+        records = []
+        for item in json.loads(find_file(raw, name).read_text()):
+            video, start, end = _vatex_video(out, item["videoID"])
+            records.append(_record(item["videoID"], video, item["enCap"], start=start, end=end))
+        out.write(f"caption_{split}", records)
+
+
+# ------------------------------------------------------------------------------------------------
+def coco(raw: Path, out: Output) -> None:
+    """COCO Karpathy split: ``dataset_coco.json`` (``restval`` joins train). Images are
+    one-frame videos at ``<filepath>/<filename>`` under the image folder."""
+    data = json.loads(find_file(raw, "dataset_coco.json").read_text())
+    by_split: dict[str, list] = {"train": [], "val": [], "test": []}
+    for image in data["images"]:
+        split = {"restval": "train"}.get(image["split"], image["split"])
+        rel = f"{image['filepath']}/{image['filename']}" if image.get("filepath") else image["filename"]
+        video = rel if out.videos.has(rel) else out.videos.find(Path(image["filename"]).stem)
+        by_split[split].append(_record(str(image.get("cocoid", image.get("imgid"))), video,
+                                       [s["raw"] for s in image["sentences"]]))
+    for split, records in by_split.items():
+        out.write(f"caption_{split}", records)
+
+
+# ------------------------------------------------------------------------------------------------
+def lavis(raw: Path, out: Output) -> None:
+    """LAVIS annotation files as they are (``cap_train.json``, ``cap_val.json``, ``cap_test.json``,
+    ``retrieval_*.json`` ...: rows of ``video`` or ``image`` and ``caption`` (a string or a list))."""
+    files = sorted(p for p in raw.rglob("*.json") if re.search(r"(train|val|test)", p.stem))
+    if not files:
+        raise FileNotFoundError(f"no LAVIS annotation files (*train*.json, *val*.json, *test*.json) under {raw}")
+    for path in files:
+        records = load_annotations(path)
+        for r in records:
+            r["video"] = r["video"] if out.videos.has(r["video"]) else out.videos.find(Path(r["video"]).stem)
+        out.write(path.stem, records)
+
+
+CONVERTERS = {"msrvtt": msrvtt, "msvd": msvd, "vatex": vatex, "coco": coco, "lavis": lavis}
