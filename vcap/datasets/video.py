@@ -185,25 +185,40 @@ def _to_rgb(frame, short_side: int | None) -> np.ndarray:
 
 
 def _decode_seek(container, stream, index: VideoIndex, wanted: list[int], short_side) -> dict[int, np.ndarray]:
-    """Frames at the sorted, distinct indices ``wanted``: seek to each one's keyframe, decode forward."""
+    """Frames at the sorted, distinct indices ``wanted``: seek to each one's keyframe, decode forward.
+
+    On the way to a wanted frame the decoder skips non-reference frames (nothing depends on
+    them), except the wanted ones themselves.
+    """
+    targets = {index.pts[i] for i in wanted}
+    ctx = stream.codec_context
+
+    def frames_from_here():
+        for packet in container.demux(stream):
+            ctx.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in targets else "NONREF"
+            yield from packet.decode()
+
     out, frames, last = {}, None, None
-    for i in wanted:
-        target = index.pts[i]
-        key = index.keyframes[max(0, bisect.bisect_right(index.keyframes, target) - 1)] if index.keyframes else 0
-        if frames is None or last is None or key > last:
-            container.seek(key, stream=stream, backward=True, any_frame=False)
-            frames = container.decode(stream)
-        for frame in frames:
-            if frame.pts is None:
+    try:
+        for i in wanted:
+            target = index.pts[i]
+            key = index.keyframes[max(0, bisect.bisect_right(index.keyframes, target) - 1)] if index.keyframes else 0
+            if frames is None or last is None or key > last:
+                container.seek(key, stream=stream, backward=True, any_frame=False)
+                frames = frames_from_here()
+            for frame in frames:
+                if frame.pts is None:
+                    raise _SeekUnreliable
+                last = frame.pts
+                if frame.pts == target:
+                    out[i] = _to_rgb(frame, short_side)
+                    break
+                if frame.pts > target:
+                    raise _SeekUnreliable
+            else:
                 raise _SeekUnreliable
-            last = frame.pts
-            if frame.pts == target:
-                out[i] = _to_rgb(frame, short_side)
-                break
-            if frame.pts > target:
-                raise _SeekUnreliable
-        else:
-            raise _SeekUnreliable
+    finally:
+        ctx.skip_frame = "DEFAULT"
     return out
 
 
@@ -241,8 +256,11 @@ def _read_pyav(path: str, select, short_side: int | None, seek: bool = True) -> 
                 log.debug("%s: seeking is unreliable, decoding sequentially", path)
             except av.FFmpegError:
                 pass  # a seek the demuxer cannot do; the sequential pass reports real damage
-        if frames is None:
-            container.seek(0, stream=stream) if index.seekable else None
+        if frames is None:  # one pass from the start, in a fresh container
+            container.close()
+            container = _open(path)
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
             try:
                 frames = _decode_sequential(container, stream, wanted, short_side)
             except av.FFmpegError as e:
