@@ -143,7 +143,7 @@ def _open(path: str):
 
     try:
         container = av.open(path, metadata_errors="ignore")
-    except Exception as e:  # av raises many error classes (InvalidDataError, EOFError, ...)
+    except (av.FFmpegError, OSError, EOFError, UnicodeDecodeError) as e:
         raise VideoDecodeError(path, f"{type(e).__name__}: {e}") from e
     if not container.streams.video:
         container.close()
@@ -265,11 +265,7 @@ def _read_pyav(path: str, select, short_side: int | None, seek: bool = True) -> 
                 frames = _decode_sequential(container, stream, wanted, short_side)
             except av.FFmpegError as e:
                 raise VideoDecodeError(path, f"{type(e).__name__}: {e}") from e
-    except VideoDecodeError:
-        raise
-    except ValueError as e:  # frame_indices: a segment outside the video
-        raise VideoDecodeError(path, str(e)) from e
-    except Exception as e:
+    except (av.FFmpegError, OSError, EOFError) as e:  # damage; anything else is a bug and propagates
         raise VideoDecodeError(path, f"{type(e).__name__}: {e}") from e
     finally:
         container.close()
@@ -306,8 +302,8 @@ def _read_decord(path: str, select) -> np.ndarray | None:
         timestamps = reader.get_frame_timestamp(range(n))[:, 0]
         indices = select(timestamps)
         frames = reader.get_batch(sorted(set(indices))).asnumpy()
-    except ValueError as e:
-        raise VideoDecodeError(path, str(e)) from e
+    except VideoDecodeError:  # the requested segment is not in the video
+        raise
     except Exception as e:  # DECORDError, RuntimeError: decord cannot read it, PyAV will say why or decode it
         reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
         if reason not in _decord_warned:
