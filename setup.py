@@ -22,6 +22,7 @@ setup(
         "safetensors>=0.4",
         "peft>=0.12",
         "numpy>=1.24",
+        "scipy>=1.10",
         "tqdm>=4.66",
         "tensorboard>=2.15",
     ],

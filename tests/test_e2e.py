@@ -1,6 +1,7 @@
 """End to end: real torchrun with 2 gloo processes on a few generated videos, then evaluate.py."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -58,9 +59,28 @@ def test_torchrun_train_then_evaluate_from_checkpoint(project, ds, monitor, keys
     ckpt = out / "checkpoints" / "best.safetensors"
     assert ckpt.is_file() and (out / "checkpoints" / "last.safetensors").is_file()
     # evaluate.py rebuilds model (and tokenizer) from the checkpoint and recomputes the test metrics
-    run(torchrun("evaluate.py", "--cfg-path", project, *options(ds, out, f"model.checkpoint={ckpt}")), tmp_path)
+    p = run(torchrun("evaluate.py", "--cfg-path", project, *options(ds, out, f"model.checkpoint={ckpt}")), tmp_path)
     again = json.loads((out / "evaluate" / "metrics.json").read_text())
     assert again["test"] == metrics["test"]
+    assert len(re.findall(rf"^test\s+{monitor}\s+\d", p.stdout, re.M)) == 1  # one table, printed by rank 0
+    if ds != "synthetic_caption":
+        return
+    # evaluate.py --results: the written predictions against the written COCO-style ground truth, no model
+    results, gt = out / "evaluate" / "results" / "test.json", out / "evaluate" / "gt" / "test.json"
+    assert json.loads(gt.read_text())["annotations"][0].keys() >= {"image_id", "caption"}
+    p = run([sys.executable, "evaluate.py", "--results", str(results), "--gt", str(gt)], tmp_path)
+    scored = json.loads(results.with_suffix(".metrics.json").read_text())
+    assert {k: scored[k] for k in keys - {"SPICE"}} == {k: metrics["test"][k] for k in keys - {"SPICE"}}
+    assert "CIDEr" in p.stdout
+
+    # SCST from the cross-entropy checkpoint, 2 ranks: rewards are logged and the run evaluates
+    scst = tmp_path / "scst"
+    run(torchrun("train.py", "--cfg-path", "projects/demo/caption_synthetic_scst.yaml", *options(
+        ds, scst, f"model.checkpoint={ckpt}", "run.max_epoch=1", "run.max_iters=3", "run.valid_splits=[]",
+        "run.log_freq=1")), tmp_path)
+    rows = [json.loads(line) for line in (scst / "log.jsonl").read_text().splitlines()]
+    assert {"train/reward", "train/baseline", "train/beat_baseline"} <= set().union(*rows)
+    assert json.loads((scst / "metrics.json").read_text())["steps"] == 3
 
 
 def test_single_process_train_and_bad_config_rejected_before_work(tmp_path):

@@ -80,3 +80,118 @@ def test_retrieval_metrics_reject_bad_input():
         retrieval_metrics(np.zeros((3, 2)), [0, 1])
     with pytest.raises(ValueError, match="no text"):
         retrieval_metrics(np.zeros((2, 3)), [0, 1])
+
+
+# -- CIDEr-D and caption metrics on awkward caption sets --------------------------------------------
+AWKWARD_REFS = {
+    "tie1": ["a dog runs", "a dog runs"],  # repeated references; two videos with identical text (ties)
+    "tie2": ["a dog runs", "a dog runs"],
+    "rep": ["the the the cat cat", "a cat sits on the mat"],  # repeated words
+    "uni": ["un café près de la gare", "naïve façade — über cool"],  # unicode
+    "punct": ["Hello, world!!! (really?)", "hello world -- really ... yes; ok"],
+    "long": [" ".join(["word"] * 30), "a very long caption " * 5],
+}
+AWKWARD_PREDS = {"tie1": "a dog runs", "tie2": "a dog runs", "rep": "the the the the", "uni": "café près gare",
+                 "punct": "", "long": "word word word"}
+
+
+def _ptb(refs, preds):
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tok = PTBTokenizer()
+    gts = tok.tokenize({k: [{"caption": c} for c in v] for k, v in refs.items()})
+    res = tok.tokenize({k: [{"caption": preds[k]}] for k in refs})
+    return gts, res
+
+
+def test_fast_cider_d_equals_pycocoevalcap_cider_scorer_on_awkward_captions():
+    from pycocoevalcap.cider.cider_scorer import CiderScorer
+
+    from vcap.evaluation.cider import CiderD
+
+    gts, res = _ptb(AWKWARD_REFS, AWKWARD_PREDS)
+    scorer = CiderScorer(n=4, sigma=6.0)
+    for k in AWKWARD_REFS:
+        scorer += (res[k][0], gts[k])
+    _, expected = scorer.compute_score()
+    fast = CiderD(gts)
+    got = fast.score([res[k][0] for k in AWKWARD_REFS], list(AWKWARD_REFS))
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+    assert got[list(AWKWARD_REFS).index("punct")] == 0.0  # an empty prediction scores zero
+    # the same scorer scores any batch later, repeated ids included, against the fixed corpus
+    again = fast.score([res["rep"][0], res["tie1"][0], res["rep"][0]], ["rep", "tie1", "rep"])
+    np.testing.assert_allclose(again, [got[2], got[0], got[2]], atol=1e-12)
+    with pytest.raises(KeyError, match="ids without references"):
+        fast.score(["x"], ["nowhere"])
+
+
+def test_fast_cider_d_on_a_random_corpus_matches_cider_scorer():
+    from pycocoevalcap.cider.cider_scorer import CiderScorer
+
+    from vcap.evaluation.cider import CiderD
+
+    rng = np.random.default_rng(1)
+    words = np.array("a the red blue circle square moves left right up down on black big small".split())
+    sent = lambda: " ".join(rng.choice(words, size=rng.integers(0, 12)))  # noqa: E731
+    refs = {f"v{i}": [sent() for _ in range(rng.integers(1, 8))] for i in range(60)}
+    preds = {k: sent() for k in refs}
+    scorer = CiderScorer(n=4, sigma=6.0)
+    for k in refs:
+        scorer += (preds[k], refs[k])
+    np.testing.assert_allclose(CiderD(refs).score(list(preds.values()), list(refs)), scorer.compute_score()[1],
+                               atol=1e-6, rtol=0)
+
+
+def test_caption_scores_on_awkward_captions_equal_direct_pycocoevalcap():
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    gts, res = _ptb(AWKWARD_REFS, AWKWARD_PREDS)
+    got = caption_scores(AWKWARD_REFS, AWKWARD_PREDS, spice=False)
+    bleu = Bleu(4).compute_score(gts, res, verbose=0)[0]
+    assert [got[f"Bleu_{n}"] for n in range(1, 5)] == pytest.approx(bleu, abs=1e-12)
+    assert got["METEOR"] == pytest.approx(Meteor().compute_score(gts, res)[0], abs=1e-12)
+    assert got["ROUGE_L"] == pytest.approx(Rouge().compute_score(gts, res)[0], abs=1e-12)
+    assert got["CIDEr"] == pytest.approx(Cider().compute_score(gts, res)[0], abs=1e-12)
+
+
+def test_caption_scores_without_java_say_they_are_non_standard():
+    from vcap.evaluation.caption import python_tokenize
+
+    assert python_tokenize("A man's dog -- runs, fast!") == "a man 's dog runs fast"
+    got = caption_scores(REFS, PREDS, java=False)
+    assert got["tokenizer"].startswith("non-standard") and got["METEOR"].startswith("unavailable")
+    standard = caption_scores(REFS, PREDS, spice=False)
+    assert got["CIDEr"] == pytest.approx(standard["CIDEr"], rel=1e-9)  # plain captions tokenise alike
+
+
+def test_missing_java_is_explained(monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="need Java.*apt-get install -y default-jre-headless.*--no-java"):
+        caption_scores(REFS, PREDS)
+
+
+@pytest.mark.parametrize("corpus_words,new_words", [(36_100, 5), (35_990, 30)], ids=["tuple corpus", "tuple batch"])
+def test_fast_cider_d_beyond_the_packed_vocabulary_gives_the_same_scores(corpus_words, new_words):
+    """Vocabularies too large to pack n-grams into integers fall back to tuples, per corpus or per batch."""
+    from pycocoevalcap.cider.cider_scorer import CiderScorer
+
+    from vcap.evaluation.cider import BASE, CiderD
+
+    per_video = corpus_words // 100
+    refs = {f"v{i}": [" ".join(f"w{i * per_video + j}" for j in range(per_video)), "a dog runs on the grass"]
+                      for i in range(100)}
+    extra = corpus_words - 100 * per_video
+    refs["v0"].append(" ".join(f"x{j}" for j in range(extra)) or "a cat")
+    preds = {k: f"a dog runs w{i * per_video} w{i * per_video + 1} " + " ".join(f"new{i}_{j}" for j in range(new_words))
+             for i, k in enumerate(refs)}
+    scorer = CiderScorer(n=4, sigma=6.0)
+    for k in refs:
+        scorer += (preds[k], refs[k])
+    fast = CiderD(refs)
+    assert fast.packed == (len(fast.words) < BASE - 1)
+    np.testing.assert_allclose(fast.score(list(preds.values()), list(refs)), scorer.compute_score()[1], atol=1e-6)

@@ -63,18 +63,118 @@ def train_main(argv=None) -> dict:
         runner.close()
 
 
+def format_table(metrics: dict) -> str:
+    """``split | metric | value`` rows of a metrics dict (nested by split or flat)."""
+    rows = []
+    for split, values in metrics.items():
+        if isinstance(values, dict):
+            rows.extend((split, k, v) for k, v in values.items())
+        else:
+            rows.append(("", split, values))
+    width = max([len(r[0]) for r in rows] + [5]), max([len(r[1]) for r in rows] + [6])
+    lines = [f"{'split':<{width[0]}}  {'metric':<{width[1]}}  value"]
+    for split, key, value in rows:
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"{split:<{width[0]}}  {key:<{width[1]}}  {shown}")
+    return "\n".join(lines)
+
+
+def _ids(value) -> str:
+    return str(value)
+
+
+def load_predictions(path: str | Path) -> dict[str, str]:
+    """id -> caption from a results file: vcap's ``results/<split>.json`` rows, COCO results
+    (``image_id``/``video_id`` and ``caption``), or a plain ``{id: caption}`` mapping."""
+    import json
+
+    data = json.loads(Path(path).read_text())
+    if isinstance(data, dict):
+        return {_ids(k): str(v) for k, v in data.items()}
+    preds = {}
+    for i, row in enumerate(data):
+        key = next((k for k in ("video_id", "image_id", "id") if k in row), None)
+        text = next((row[k] for k in ("prediction", "caption") if k in row), None)
+        if key is None or not isinstance(text, str):
+            raise ValueError(f"{path}: row {i} needs an id (video_id, image_id or id) and a caption (caption or "
+                             f"prediction); got keys {sorted(row)}")
+        preds.setdefault(_ids(row[key]), text)
+    return preds
+
+
+def load_references(path: str | Path) -> dict[str, list[str]]:
+    """id -> reference captions from COCO-style ground truth (``annotations`` of ``image_id`` and
+    ``caption``), vcap annotation records (``captions``), vcap results rows (``references``), rows
+    of ``video_id``/``image_id`` and ``caption``, or a plain ``{id: [captions]}`` mapping."""
+    import json
+
+    data = json.loads(Path(path).read_text())
+    if isinstance(data, dict) and "annotations" in data:
+        data = data["annotations"]
+    if isinstance(data, dict):
+        return {_ids(k): [v] if isinstance(v, str) else list(v) for k, v in data.items()}
+    refs: dict[str, list[str]] = {}
+    for i, row in enumerate(data):
+        key = next((k for k in ("video_id", "image_id", "id") if k in row), None)
+        caps = next((row[k] for k in ("references", "captions", "caption") if k in row), None)
+        if key is None or caps is None:
+            raise ValueError(f"{path}: row {i} needs an id (video_id, image_id or id) and references (caption, "
+                             f"captions or references); got keys {sorted(row)}")
+        refs.setdefault(_ids(row[key]), []).extend([caps] if isinstance(caps, str) else caps)
+    return refs
+
+
+def score_results(results: str, gt: str, java: bool = True) -> dict:
+    from vcap.evaluation.caption import caption_scores
+
+    preds, refs = load_predictions(results), load_references(gt)
+    extra = [k for k in preds if k not in refs]
+    if extra:
+        log.warning("%d predictions have no references in %s and are ignored, e.g. %s", len(extra), gt, extra[:3])
+    return caption_scores(refs, preds, java=java)
+
+
 def evaluate_main(argv=None) -> dict:
-    args = _parser("evaluate.py", "Evaluate a vcap project's test splits, e.g. with "
-                   "--options model.checkpoint=output/run/checkpoints/best.safetensors").parse_args(argv)
+    p = argparse.ArgumentParser(prog="evaluate.py", description=(
+        "Evaluate a project's test splits (a model from model.checkpoint; plain python or torchrun), "
+        "or score an existing results file against ground truth without a model (--results, --gt)."))
+    p.add_argument("--cfg-path", help="project YAML, e.g. projects/demo/caption_synthetic.yaml")
+    p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. model.checkpoint=output/run/checkpoints/best.safetensors")
+    p.add_argument("--results", help="predictions: vcap results/<split>.json, COCO results or {id: caption}")
+    p.add_argument("--gt", help="references: COCO-style captions, vcap annotations or {id: [captions]}")
+    p.add_argument("--out", help="where --results mode writes its metrics (default: <results>.metrics.json)")
+    p.add_argument("--no-java", action="store_true",
+                   help="--results mode without Java: BLEU, ROUGE-L, CIDEr after a Python tokenizer (non-standard)")
+    args = p.parse_args(argv)
+    if args.results or args.gt:
+        if not (args.results and args.gt) or args.cfg_path:
+            p.error("--results and --gt go together, without --cfg-path")
+        import json
+
+        metrics = score_results(args.results, args.gt, java=not args.no_java)
+        out = Path(args.out or Path(args.results).with_suffix(".metrics.json"))
+        out.write_text(json.dumps(metrics, indent=2))
+        print(format_table(metrics))
+        print(f"written to {out}")
+        return metrics
+    if not args.cfg_path:
+        p.error("give --cfg-path (evaluate a model) or --results and --gt (score a results file)")
     cfg = _load(args)
     # never overwrite the training run's outputs
     cfg.run.output_dir = str(Path(cfg.run.output_dir) / "evaluate")
     cfg.run.evaluate_only = True
+    from vcap.common import dist
+
     runner = _start(cfg)
+    rank = dist.get_rank()
     try:
-        return runner.evaluate_only()
+        metrics = runner.evaluate_only()
     finally:
         runner.close()
+    if rank == 0:
+        print(format_table(metrics))
+    return metrics
 
 
 def list_main(argv=None) -> None:

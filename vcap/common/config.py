@@ -45,6 +45,18 @@ def _closest(name: str, valid) -> str:
 # The run section schema
 # ------------------------------------------------------------------------------------------------
 @dataclass
+class SCSTConfig:
+    """``run.scst``: self-critical sequence training (task ``captioning_scst``)."""
+
+    num_samples: int = 5  # captions drawn per video
+    sample_method: Literal["sample", "beam"] = "sample"  # multinomial sampling, or the top beams
+    temperature: float = 1.0
+    top_p: float = 1.0
+    baseline: Literal["mean_others", "greedy"] = "mean_others"  # leave-one-out mean, or the greedy caption's reward
+    length_normalize: bool = False  # divide each caption's log-probability by its length
+
+
+@dataclass
 class RunConfig:
     """Typed schema of the ``run`` section. Defaults live here and nowhere else."""
 
@@ -85,6 +97,8 @@ class RunConfig:
     num_beams: int = 3
     max_new_tokens: int = 20
     min_new_tokens: int = 1
+    # self-critical sequence training (task captioning_scst)
+    scst: SCSTConfig = field(default_factory=SCSTConfig)
     # logging
     log_freq: int = 10
 
@@ -122,26 +136,36 @@ def _check_type(value: Any, tp) -> bool:
     return isinstance(value, tp)
 
 
-def validate_run(run: dict) -> list[str]:
-    """Problems in a resolved ``run`` section, all of them."""
+def validate_run(run: dict, schema=RunConfig, prefix: str = "run") -> list[str]:
+    """Problems in a resolved ``run`` section (or a nested section of it), all of them."""
     problems = []
-    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
-    hints = typing.get_type_hints(RunConfig)
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
     for key, value in run.items():
         if key not in fields:
-            problems.append(f"run.{key}: unknown key (value {value!r}){_closest(key, fields)}")
-            continue
-        if not _check_type(value, hints[key]):
-            problems.append(f"run.{key}: got {value!r} ({type(value).__name__}), expected {_type_name(hints[key])}")
+            problems.append(f"{prefix}.{key}: unknown key (value {value!r}){_closest(key, fields)}")
+        elif dataclasses.is_dataclass(hints[key]):
+            if isinstance(value, dict):
+                problems.extend(validate_run(value, hints[key], f"{prefix}.{key}"))
+            elif not isinstance(value, hints[key]):
+                problems.append(f"{prefix}.{key}: got {value!r}, expected a mapping of {hints[key].__name__} keys")
+        elif not _check_type(value, hints[key]):
+            problems.append(f"{prefix}.{key}: got {value!r} ({type(value).__name__}), expected {_type_name(hints[key])}")
     for name, f in fields.items():
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in run:
-            problems.append(f"run.{name}: required key is missing (expected {_type_name(hints[name])})")
+            problems.append(f"{prefix}.{name}: required key is missing (expected {_type_name(hints[name])})")
     return problems
+
+
+def _from_dict(schema, values: dict):
+    hints = typing.get_type_hints(schema)
+    return schema(**{k: _from_dict(hints[k], v) if dataclasses.is_dataclass(hints[k]) and isinstance(v, dict) else v
+                     for k, v in values.items()})
 
 
 def run_config(cfg: DictConfig) -> RunConfig:
     """The run section as a typed object with schema defaults filled in."""
-    return RunConfig(**OmegaConf.to_container(cfg.run, resolve=True))
+    return _from_dict(RunConfig, OmegaConf.to_container(cfg.run, resolve=True))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -308,7 +332,7 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
                 except KeyError as e:
                     problems.append(f"run.{key}: {e.args[0]}")
         if not problems:
-            merged.run = OmegaConf.merge(OmegaConf.structured(RunConfig(**run)), merged.run)
+            merged.run = OmegaConf.merge(OmegaConf.structured(_from_dict(RunConfig, run)), merged.run)
 
     if problems:
         raise ConfigError(problems, source)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,8 @@ def _require_java() -> None:
     if shutil.which("java") is None:
         raise RuntimeError(
             "caption metrics need Java for pycocoevalcap's PTB tokenizer and METEOR, and `java` is not on "
-            "PATH; install a JRE (e.g. `apt-get install -y default-jre-headless`)"
+            "PATH; install a JRE (e.g. `apt-get install -y default-jre-headless`), or score without Java "
+            "(caption_scores(..., java=False), evaluate.py --no-java): non-standard BLEU, ROUGE-L and CIDEr"
         )
 
 
@@ -33,11 +35,28 @@ def spice_status() -> str | None:
     return None
 
 
-def caption_scores(refs: dict, preds: dict, spice: bool = True) -> dict:
+_PTB_PUNCTUATION = {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--",
+                    "...", ";"}
+_WORD = re.compile(r"'[^\W_]+|[^\W_]+|[^\w\s]+|_+")  # "man's" -> "man 's", as PTB does
+NON_STANDARD = ("non-standard: Python tokenizer instead of the Stanford PTB tokenizer, no METEOR or SPICE; "
+                "not comparable with published numbers")
+
+
+def python_tokenize(text: str) -> str:
+    """A Java-free approximation of pycocoevalcap's PTB tokenisation (lower case, punctuation dropped)."""
+    return " ".join(t for t in _WORD.findall(text.lower()) if t not in _PTB_PUNCTUATION and not
+                    all(not ch.isalnum() for ch in t))
+
+
+def caption_scores(refs: dict, preds: dict, spice: bool = True, java: bool = True) -> dict:
     """Standard caption metrics of ``preds`` (id -> caption) against ``refs`` (id -> list of captions).
 
     Every id of ``refs`` needs a prediction; values are pycocoevalcap's (CIDEr 1.0 = 100 in papers).
+    ``java=False`` computes BLEU, ROUGE-L and CIDEr after ``python_tokenize`` and says, under
+    ``tokenizer``, that the numbers are non-standard.
     """
+    if not java:
+        return _scores_without_java(refs, preds)
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
@@ -69,4 +88,24 @@ def caption_scores(refs: dict, preds: dict, spice: bool = True) -> dict:
             out["SPICE"] = float(Spice().compute_score(gts, res)[0])
         else:
             out["SPICE"] = reason
+    return out
+
+
+def _scores_without_java(refs: dict, preds: dict) -> dict:
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    missing = [k for k in refs if k not in preds]
+    if missing:
+        raise ValueError(f"{len(missing)} ids have references but no prediction, e.g. {missing[:3]}")
+    gts = {i: [python_tokenize(c) for c in refs[i]] for i in refs}
+    res = {i: [python_tokenize(preds[i])] for i in refs}
+    with contextlib.redirect_stdout(io.StringIO()):
+        bleu, _ = Bleu(4).compute_score(gts, res)
+    out: dict = {f"Bleu_{n + 1}": float(b) for n, b in enumerate(bleu)}
+    out["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
+    out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    out["METEOR"] = out["SPICE"] = "unavailable: needs Java"
+    out["tokenizer"] = NON_STANDARD
     return out

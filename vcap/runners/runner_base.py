@@ -239,6 +239,9 @@ class RunnerBase:
                 loss = float(dist.all_reduce_mean(out["loss"].detach()))
                 scalars = {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"], "epoch": epoch,
                            "grad_norm": grad_norm, "sec_per_step": (time.time() - t0) / max(1, i + 1) * accum}
+                # a task's other scalars (e.g. SCST's reward and baseline), averaged over ranks
+                scalars.update({k: float(dist.all_reduce_mean(v.detach().float().to(self.device))) for k, v in out.items()
+                                if k != "loss" and torch.is_tensor(v) and v.dim() == 0})
                 self.writer.write(self.step, scalars, prefix="train/")
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scalars['lr']:.2e}")
         bar.close()

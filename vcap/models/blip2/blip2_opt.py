@@ -115,6 +115,10 @@ class Blip2OPTVideo(BaseModel):
 
     # -- public interface ---------------------------------------------------------------------
     def forward(self, samples: dict) -> dict:
+        """Cross-entropy ``{"loss"}``; with ``samples["score_token_ids"]`` ``{"logprobs"}`` of those
+        sequences instead (SCST goes through forward so that DDP sees and syncs the gradients)."""
+        if "score_token_ids" in samples:
+            return {"logprobs": self.score_sequences(samples, samples["score_token_ids"])}
         video_embeds = self.encode_video(samples["video"].to(self.device))
         ids, mask = self._caption_targets(samples["text_input"])
         lp = self._token_logprobs(video_embeds, ids, mask)
@@ -125,10 +129,10 @@ class Blip2OPTVideo(BaseModel):
         """Differentiable summed log-probs of caption token ids (N = B*K rows, K per video, pad after EOS)."""
         video_embeds = self.encode_video(samples["video"].to(self.device))
         k = token_ids.shape[0] // video_embeds.shape[0]
-        mask = self._sequence_mask(token_ids.to(self.device))
+        mask = self.sequence_mask(token_ids.to(self.device))
         return self._token_logprobs(video_embeds.repeat_interleave(k, 0), token_ids.to(self.device), mask).sum(1)
 
-    def _sequence_mask(self, ids: torch.Tensor) -> torch.Tensor:
+    def sequence_mask(self, ids: torch.Tensor) -> torch.Tensor:
         """1 up to and including the first EOS, 0 after."""
         is_eos = (ids == self.tokenizer.eos_token_id).long()
         after_eos = (is_eos.cumsum(1) - is_eos) > 0
@@ -147,5 +151,8 @@ class Blip2OPTVideo(BaseModel):
             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
         )
 
+    def decode_ids(self, ids: torch.Tensor) -> list[str]:
+        return [self.tokenizer.decode(row) for row in ids]
+
     def generate(self, samples: dict, **gen_cfg) -> list[str]:
-        return [self.tokenizer.decode(row) for row in self.generate_ids(samples, **gen_cfg)]
+        return self.decode_ids(self.generate_ids(samples, **gen_cfg))
