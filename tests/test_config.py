@@ -91,7 +91,7 @@ def test_unknown_arch_builder_model_type_and_section():
     assert "model.arch: no model named 'clip4clp'" in text and "'clip4clip'" in text
     assert "no builder named 'synthetic_captions'" in text
     text = "\n".join(problems(project(model={"arch": "clip4clip", "model_type": "base"})))
-    assert "'base' is not a model type of 'clip4clip'; expected one of ['tiny']" in text
+    assert "'base' is not a model type of 'clip4clip'; expected one of ['tiny', 'vit_b16', 'vit_b32']" in text
 
 
 def test_bad_options():

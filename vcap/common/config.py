@@ -97,6 +97,8 @@ class RunConfig:
     num_beams: int = 3
     max_new_tokens: int = 20
     min_new_tokens: int = 1
+    # retrieval evaluation: dual-softmax re-scoring temperature (None: plain similarities)
+    dual_softmax: Optional[float] = None
     # self-critical sequence training (task captioning_scst)
     scst: SCSTConfig = field(default_factory=SCSTConfig)
     # logging

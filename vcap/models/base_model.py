@@ -58,12 +58,3 @@ class BaseModel(torch.nn.Module):
         """Strings stored in the checkpoint header beside the weights (e.g. a trained tokenizer)."""
         tok = getattr(self, "tokenizer", None)
         return {"tokenizer.json": tok.to_str()} if isinstance(tok, WordTokenizer) else {}
-
-
-def load_word_tokenizer(spec: str | None) -> WordTokenizer:
-    if not spec or spec == "word":
-        raise ValueError(
-            "model.tokenizer is 'word' but no tokenizer file was resolved; the task trains it from the "
-            "training captions (or restores it from model.checkpoint) before building the model"
-        )
-    return WordTokenizer.load(spec)

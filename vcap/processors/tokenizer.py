@@ -17,7 +17,32 @@ from tokenizers.pre_tokenizers import Whitespace
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 
 
-class WordTokenizer:
+class _Padded:
+    """``__call__`` (BOS + ids + EOS, right-padded) shared by the word and Hugging Face tokenizers."""
+
+    pad_token_id: int
+    bos_token_id: int
+    eos_token_id: int
+
+    def ids(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def __call__(self, texts: list[str], max_length: int, add_bos: bool = True, add_eos: bool = True):
+        """Right-padded ``input_ids`` and ``attention_mask`` (long tensors, B x L)."""
+        rows = []
+        for t in texts:
+            ids = self.ids(t)[: max_length - int(add_bos) - int(add_eos)]
+            rows.append(([self.bos_token_id] if add_bos else []) + ids + ([self.eos_token_id] if add_eos else []))
+        width = max(1, max(len(r) for r in rows))
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[i, : len(r)] = 1
+        return input_ids, mask
+
+
+class WordTokenizer(_Padded):
     def __init__(self, tokenizer: Tokenizer):
         self.tk = tokenizer
         self.pad_token_id, self.unk_token_id, self.bos_token_id, self.eos_token_id = (
@@ -58,20 +83,6 @@ class WordTokenizer:
     def ids(self, text: str) -> list[int]:
         return self.tk.encode(text).ids
 
-    def __call__(self, texts: list[str], max_length: int, add_bos: bool = True, add_eos: bool = True):
-        """Right-padded ``input_ids`` and ``attention_mask`` (long tensors, B x L)."""
-        rows = []
-        for t in texts:
-            ids = self.ids(t)[: max_length - int(add_bos) - int(add_eos)]
-            rows.append(([self.bos_token_id] if add_bos else []) + ids + ([self.eos_token_id] if add_eos else []))
-        width = max(1, max(len(r) for r in rows))
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[i, : len(r)] = 1
-        return input_ids, mask
-
     def decode(self, ids) -> str:
         specials = {self.pad_token_id, self.bos_token_id, self.eos_token_id}
         out = []
@@ -81,3 +92,46 @@ class WordTokenizer:
             if i not in specials:
                 out.append(self.tk.id_to_token(i))
         return " ".join(out)
+
+
+class HFTokenizer(_Padded):
+    """A Hugging Face tokenizer (e.g. CLIP's BPE) from an id in the local cache or a directory."""
+
+    def __init__(self, name: str):
+        from transformers import AutoTokenizer
+
+        try:
+            self.tk = AutoTokenizer.from_pretrained(name)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"model.tokenizer {name!r}: not a word-tokenizer file and no Hugging Face tokenizer could "
+                             f"be loaded from it (offline, it must be a directory or an id in the local cache): {e}") from e
+        tk = self.tk
+        self.bos_token_id, self.eos_token_id = tk.bos_token_id, tk.eos_token_id
+        self.pad_token_id = tk.pad_token_id if tk.pad_token_id is not None else tk.eos_token_id
+        self.unk_token_id = tk.unk_token_id
+        if self.bos_token_id is None or self.eos_token_id is None:
+            raise ValueError(f"tokenizer {name!r} has no BOS or EOS token; vcap's text models need both")
+
+    def __len__(self) -> int:
+        return len(self.tk)
+
+    def ids(self, text: str) -> list[int]:
+        return self.tk.encode(text, add_special_tokens=False)
+
+    def decode(self, ids) -> str:
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        if self.eos_token_id in ids:
+            ids = ids[: ids.index(self.eos_token_id)]
+        return self.tk.decode(ids, skip_special_tokens=True).strip()
+
+
+def load_text_tokenizer(spec: str | None):
+    """A word-tokenizer file (``WordTokenizer``) or a Hugging Face tokenizer id / directory."""
+    if not spec or spec == "word":
+        raise ValueError(
+            "model.tokenizer is 'word' but no tokenizer file was resolved; the task trains it from the "
+            "training captions (or restores it from model.checkpoint) before building the model"
+        )
+    if Path(spec).is_file():
+        return WordTokenizer.load(spec)
+    return HFTokenizer(spec)

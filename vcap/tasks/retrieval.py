@@ -8,7 +8,7 @@ import torch
 
 from vcap.common import dist
 from vcap.common.registry import registry
-from vcap.evaluation.retrieval import retrieval_metrics
+from vcap.evaluation.retrieval import retrieval_metrics_blocks
 from vcap.tasks.base_task import BaseTask
 
 
@@ -42,18 +42,23 @@ class RetrievalTask(BaseTask):
         bad = {i for part in dist.all_gather_object(bad) for i in part}
         metrics = None
         if dist.is_main_process():
-            sim = model.similarity(text_emb.to(model.device), video_emb.to(model.device)).float().cpu()
             # videos that failed to decode (bad_samples.jsonl names them) leave with their texts
             keep_v = [i for i in range(len(dataset)) if i not in bad]
             keep_t = [t for t, v in enumerate(dataset.text_to_video) if v not in bad]
             new_v = {v: n for n, v in enumerate(keep_v)}
-            metrics = retrieval_metrics(sim[keep_t][:, keep_v], [new_v[dataset.text_to_video[t]] for t in keep_t])
+            texts_kept, videos_kept = text_emb[keep_t], video_emb[keep_v].to(model.device)
+
+            def block(s, e):  # similarity rows for texts s..e: the full matrix is never held
+                return model.similarity(texts_kept[s:e].to(model.device), videos_kept).float().cpu()
+
+            top1 = []
+            metrics = retrieval_metrics_blocks(block, len(keep_t), len(keep_v),
+                                               [new_v[dataset.text_to_video[t]] for t in keep_t],
+                                               dual_softmax=self.run.dual_softmax, top1=top1)
             metrics["num_videos"], metrics["num_bad_videos"] = len(keep_v), len(bad)
             out = Path(output_dir) / "results" / f"{split}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
-            top = sim.argmax(1).tolist()
-            ids = [r["video_id"] for r in dataset.records]
-            out.write_text(json.dumps([{"text": t, "video_id": ids[v], "top1": ids[top[i]]}
-                                       for i, (t, v) in enumerate(zip(dataset.texts, dataset.text_to_video))],
-                                      indent=1))
+            ids = [dataset.records[v]["video_id"] for v in keep_v]
+            out.write_text(json.dumps([{"text": dataset.texts[t], "video_id": dataset.records[dataset.text_to_video[t]]["video_id"],
+                                        "top1": ids[top1[n]]} for n, t in enumerate(keep_t)], indent=1))
         return dist.broadcast_object(metrics)

@@ -17,7 +17,8 @@ from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfi
     OPTForCausalLM
 
 from vcap.common.registry import registry
-from vcap.models.base_model import BaseModel, load_word_tokenizer
+from vcap.models.base_model import BaseModel
+from vcap.processors.tokenizer import load_text_tokenizer
 
 
 @registry.register_model("blip2_opt")
@@ -48,7 +49,7 @@ class Blip2OPTVideo(BaseModel):
             raise ValueError(f"frame_fusion {frame_fusion!r}: expected 'concat_tokens' or 'concat_queries'")
         if blip2_config is None:
             raise ValueError("blip2_opt needs blip2_config (vision_config, qformer_config, text_config)")
-        self.tokenizer = load_word_tokenizer(tokenizer)
+        self.tokenizer = load_text_tokenizer(tokenizer)
         tok = self.tokenizer
         vcfg = Blip2VisionConfig(**blip2_config.get("vision_config", {}))
         qcfg = Blip2QFormerConfig(**{**blip2_config.get("qformer_config", {}), "encoder_hidden_size": vcfg.hidden_size})

@@ -1,0 +1,286 @@
+"""CLIP and CLIP4Clip weights for ``clip4clip``: Hugging Face CLIP, OpenAI CLIP files, CLIP4Clip checkpoints.
+
+Every source is read without running pickled code: safetensors, ``torch.load(weights_only=True)``
+for state dicts, and for OpenAI's TorchScript archives (``ViT-B-32.pt``) a restricted unpickler
+that rebuilds only tensors (``read_torchscript_tensors``). Keys are mapped explicitly; what a
+source lacks or carries beyond the model is reported, never silently dropped.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import CLIPConfig, CLIPModel
+
+log = logging.getLogger(__name__)
+# buffers OpenAI's TorchScript models carry that are not weights
+OPENAI_NON_WEIGHTS = ("input_resolution", "context_length", "vocab_size")
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading files safely
+# ------------------------------------------------------------------------------------------------
+class _ScriptObject:
+    """Stands in for any TorchScript class: keeps the attributes, runs nothing."""
+
+    def __setstate__(self, state):
+        self.__dict__.update(state if isinstance(state, dict) else {"_state": state})
+
+
+_STORAGE_DTYPES = {f"{n}Storage": d for n, d in (
+    ("Float", torch.float32), ("Double", torch.float64), ("Half", torch.float16), ("BFloat16", torch.bfloat16),
+    ("Long", torch.int64), ("Int", torch.int32), ("Short", torch.int16), ("Char", torch.int8),
+    ("Byte", torch.uint8), ("Bool", torch.bool))}
+
+
+class _TensorsOnly(pickle.Unpickler):
+    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str):
+        super().__init__(__import__("io").BytesIO(data))
+        self.archive, self.prefix = archive, prefix
+
+    def find_class(self, module, name):
+        if module.startswith("__torch__"):
+            return _ScriptObject
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return torch._utils._rebuild_tensor_v2
+        if (module, name) == ("collections", "OrderedDict"):
+            import collections
+
+            return collections.OrderedDict
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return name
+        raise pickle.UnpicklingError(f"refusing {module}.{name}: only tensors are read from TorchScript archives")
+
+    def persistent_load(self, pid):
+        kind, storage_type, key, _location, numel = pid
+        if kind != "storage" or storage_type not in _STORAGE_DTYPES:
+            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
+        dtype = _STORAGE_DTYPES[storage_type]
+        raw = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
+        untyped = torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) if raw else torch.UntypedStorage(0)
+        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
+
+
+def read_torchscript_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a TorchScript archive by attribute path, without loading any of its code."""
+    with zipfile.ZipFile(path) as archive:
+        data_pkl = next(n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1)
+        root = _TensorsOnly(archive.read(data_pkl), archive, data_pkl[: -len("data.pkl")]).load()
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(obj, prefix):
+        for name, value in vars(obj).items():
+            if isinstance(value, torch.Tensor):
+                out[prefix + name] = value
+            elif isinstance(value, _ScriptObject):
+                walk(value, prefix + name + ".")
+
+    walk(root, "")
+    return out
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("/code/__torch__.py") or "/code/" in n for n in z.namelist())
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A flat state dict from safetensors, a TorchScript archive or a ``torch.save`` file, safely."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if _is_torchscript(path):
+        return read_torchscript_tensors(path)
+    try:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: refused to load; it holds more than tensors (weights_only=True): {e}") from e
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(sd).__name__}")
+    return sd
+
+
+# ------------------------------------------------------------------------------------------------
+# Key maps
+# ------------------------------------------------------------------------------------------------
+def resblock_to_hf(sd: dict, src: str, dst: str, out: dict) -> set[str]:
+    """OpenAI/CLIP4Clip ``resblocks.i`` (fused in_proj) -> transformers ``CLIPEncoderLayer`` keys."""
+    used = set()
+    pattern = re.compile(re.escape(src) + r"(\d+)\.(.+)")
+    for key, value in sd.items():
+        m = pattern.fullmatch(key)
+        if not m:
+            continue
+        i, rest = m.group(1), m.group(2)
+        base = f"{dst}{i}."
+        if rest in ("attn.in_proj_weight", "attn.in_proj_bias"):
+            kind = rest.rsplit("_", 1)[1]
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
+                out[f"{base}self_attn.{name}.{kind}"] = part
+        else:
+            simple = {"attn.out_proj.weight": "self_attn.out_proj.weight", "attn.out_proj.bias": "self_attn.out_proj.bias",
+                      "ln_1.weight": "layer_norm1.weight", "ln_1.bias": "layer_norm1.bias",
+                      "ln_2.weight": "layer_norm2.weight", "ln_2.bias": "layer_norm2.bias",
+                      "mlp.c_fc.weight": "mlp.fc1.weight", "mlp.c_fc.bias": "mlp.fc1.bias",
+                      "mlp.c_proj.weight": "mlp.fc2.weight", "mlp.c_proj.bias": "mlp.fc2.bias"}
+            if rest not in simple:
+                continue
+            out[base + simple[rest]] = value
+        used.add(key)
+    return used
+
+
+OPENAI_TOP = {
+    "visual.class_embedding": "vision_model.embeddings.class_embedding",
+    "visual.conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+    "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
+    "visual.ln_pre.weight": "vision_model.pre_layrnorm.weight", "visual.ln_pre.bias": "vision_model.pre_layrnorm.bias",
+    "visual.ln_post.weight": "vision_model.post_layernorm.weight",
+    "visual.ln_post.bias": "vision_model.post_layernorm.bias",
+    "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+    "positional_embedding": "text_model.embeddings.position_embedding.weight",
+    "ln_final.weight": "text_model.final_layer_norm.weight", "ln_final.bias": "text_model.final_layer_norm.bias",
+    "logit_scale": "logit_scale",
+}
+OPENAI_TRANSPOSED = {"visual.proj": "visual_projection.weight", "text_projection": "text_projection.weight"}
+
+
+def openai_to_hf(sd: dict) -> tuple[dict, list[str]]:
+    """(transformers CLIPModel state dict, source keys that were not used)."""
+    out, used = {}, set()
+    for src, dst in OPENAI_TOP.items():
+        if src in sd:
+            out[dst], _ = sd[src], used.add(src)
+    for src, dst in OPENAI_TRANSPOSED.items():
+        if src in sd:
+            out[dst], _ = sd[src].t().contiguous(), used.add(src)
+    used |= resblock_to_hf(sd, "visual.transformer.resblocks.", "vision_model.encoder.layers.", out)
+    used |= resblock_to_hf(sd, "transformer.resblocks.", "text_model.encoder.layers.", out)
+    unused = [k for k in sd if k not in used and k not in OPENAI_NON_WEIGHTS]
+    return out, unused
+
+
+def openai_config(sd: dict) -> CLIPConfig:
+    """The CLIP architecture an OpenAI state dict implies (as OpenAI's ``build_model`` reads it)."""
+    if "visual.proj" not in sd:
+        raise ValueError("only ViT CLIP models are supported (the state dict has no visual.proj: a ResNet CLIP?)")
+    v_width, _, patch, _ = sd["visual.conv1.weight"].shape
+    v_layers = len({k.split(".")[3] for k in sd if k.startswith("visual.transformer.resblocks.")})
+    grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    t_width = sd["ln_final.weight"].shape[0]
+    t_layers = len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")})
+    return CLIPConfig(
+        projection_dim=sd["text_projection"].shape[1],
+        text_config={"hidden_size": t_width, "intermediate_size": 4 * t_width, "num_hidden_layers": t_layers,
+                     "num_attention_heads": t_width // 64, "max_position_embeddings": sd["positional_embedding"].shape[0],
+                     "vocab_size": sd["token_embedding.weight"].shape[0]},
+        vision_config={"hidden_size": v_width, "intermediate_size": 4 * v_width, "num_hidden_layers": v_layers,
+                       "num_attention_heads": v_width // 64, "image_size": grid * patch, "patch_size": patch})
+
+
+def clip4clip_to_vcap(sd: dict) -> tuple[dict, dict, list[str]]:
+    """CLIP4Clip checkpoint -> (CLIPModel state dict, vcap header state dict, unused source keys)."""
+    clip_sd = {k[len("clip."):]: v for k, v in sd.items() if k.startswith("clip.")}
+    hf, unused_clip = openai_to_hf(clip_sd)
+    header, used = {}, {f"clip.{k}" for k in clip_sd if k not in unused_clip}
+    if "clip.visual.conv2.weight" in sd:  # the 3d patch
+        header["clip.vision_model.embeddings.patch_embedding.conv3d.weight"] = sd["clip.visual.conv2.weight"]
+        used.add("clip.visual.conv2.weight")
+    renames = {"frame_position_embeddings.weight": "frame_position_embeddings.weight",
+               "cross.embeddings.position_embeddings.weight": "cross_position_embeddings.weight",
+               "cross.pooler.ln_pool.weight": "cross_pool_norm.weight", "cross.pooler.ln_pool.bias": "cross_pool_norm.bias",
+               "cross.pooler.dense.weight": "cross_pool_dense.weight", "cross.pooler.dense.bias": "cross_pool_dense.bias",
+               "similarity_dense.weight": "similarity_dense.weight"}  # its bias shifts every score alike: unused
+    for src, dst in renames.items():
+        if src in sd:
+            header[dst], _ = sd[src], used.add(src)
+    for key, value in sd.items():
+        if key.startswith("lstm_visual."):
+            header[key], _ = value, used.add(key)
+    used |= resblock_to_hf(sd, "transformerClip.resblocks.", "transformer_clip.encoder.layers.", header)
+    used |= resblock_to_hf(sd, "cross.transformer.resblocks.", "cross.encoder.layers.", header)
+    unused = [k for k in sd if k not in used and k[len("clip."):] not in OPENAI_NON_WEIGHTS]
+    return hf, header, unused
+
+
+# ------------------------------------------------------------------------------------------------
+# A pretrained source, applied to a model
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class PretrainedSource:
+    origin: str
+    clip: CLIPModel
+    header: dict = field(default_factory=dict)  # vcap keys outside ``clip`` (CLIP4Clip checkpoints)
+    missing: list = field(default_factory=list)
+    unexpected: list = field(default_factory=list)
+
+    def apply(self, model: torch.nn.Module) -> dict:
+        """Load the header weights into ``model`` (CLIP is already in place); report what did not fit."""
+        own = model.state_dict()
+        missing, unexpected = list(self.missing), list(self.unexpected)
+        with torch.no_grad():
+            for key, value in self.header.items():
+                if key not in own:
+                    unexpected.append(key)
+                    continue
+                target = own[key]
+                if target.shape == value.shape:
+                    target.copy_(value)
+                elif target.dim() == 2 and value.dim() == 2 and target.shape[1] == value.shape[1]:
+                    n = min(target.shape[0], value.shape[0])  # position tables of another length: the overlap
+                    target[:n] = value[:n]
+                    log.info("%s: %s has %d rows, the model %d: copied %d", self.origin, key, value.shape[0],
+                             target.shape[0], n)
+                else:
+                    raise ValueError(f"{self.origin}: {key} has shape {tuple(value.shape)}, the model "
+                                     f"{tuple(target.shape)}")
+        header_keys = [k for k in own if not k.startswith("clip.")]
+        if self.header:  # a CLIP4Clip checkpoint: the header weights it should have had
+            missing += [k for k in header_keys if k not in self.header]
+        report = {"source": self.origin, "missing": missing, "unexpected": unexpected}
+        log.info("pretrained %s: %d missing, %d unexpected keys%s", self.origin, len(missing), len(unexpected),
+                 f" (missing: {missing[:8]}, unexpected: {unexpected[:8]})" if missing or unexpected else "")
+        return report
+
+
+def read_pretrained(spec: str) -> PretrainedSource:
+    """CLIP weights from a Hugging Face id / directory, an OpenAI CLIP file or a CLIP4Clip checkpoint."""
+    path = Path(spec)
+    if not path.is_file():  # a transformers CLIP (directory, or an id in the local cache)
+        try:
+            clip, info = CLIPModel.from_pretrained(spec, output_loading_info=True)
+        except OSError as e:
+            raise ValueError(f"model.pretrained {spec!r}: not a file, and no transformers CLIP could be loaded from it "
+                             f"(offline, it must be a directory or an id in the local cache): {e}") from e
+        return PretrainedSource(str(spec), clip, missing=list(info["missing_keys"]),
+                                unexpected=list(info["unexpected_keys"]))
+    sd = read_state_dict(path)
+    header: dict = {}
+    if "clip.visual.conv1.weight" in sd:  # CLIP4Clip's pytorch_model.bin.N
+        openai_sd = {k[len("clip."):]: v for k, v in sd.items() if k.startswith("clip.")}
+        hf, header, unused = clip4clip_to_vcap(sd)
+    elif "visual.conv1.weight" in sd:  # OpenAI CLIP (ViT-B-32.pt)
+        openai_sd = sd
+        hf, unused = openai_to_hf(sd)
+    elif any(k.startswith("vision_model.") for k in sd):  # a transformers CLIP state dict file
+        raise ValueError(f"{path}: a transformers CLIP state dict; give its directory (with config.json) instead")
+    else:
+        raise ValueError(f"{path}: neither OpenAI CLIP keys (visual.conv1.weight ...) nor CLIP4Clip keys "
+                         f"(clip.visual.conv1.weight ...); first keys: {list(sd)[:5]}")
+    clip = CLIPModel(openai_config(openai_sd))
+    result = clip.load_state_dict({k: v.float() for k, v in hf.items()}, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
+    return PretrainedSource(str(path), clip, header, missing, list(result.unexpected_keys) + unused)
