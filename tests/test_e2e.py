@@ -64,6 +64,17 @@ def test_torchrun_train_then_evaluate_from_checkpoint(project, ds, monitor, keys
     assert again["test"] == metrics["test"]
     assert len(re.findall(rf"^test\s+{monitor}\s+\d", p.stdout, re.M)) == 1  # one table, printed by rank 0
     if ds != "synthetic_caption":
+        # vcap retrieve: embed a folder once (cached), then answer queries with the top-k videos
+        videos = next((tmp_path / "data" / "synthetic").glob("*/videos"))
+        cmd = [sys.executable, "-m", "vcap.cli", "retrieve", "--cfg-path", project, "--videos", str(videos), "-k", "3",
+               "--query", "a red circle moves left", "a blue square", "--cache", str(tmp_path / "cache"),
+               "--options", *[o.format(ds=ds) for o in SMALL], f"model.checkpoint={ckpt}"]
+        first = run(cmd, tmp_path).stdout
+        n_videos = sum(TINY_SPEC[f"num_{s}"] for s in ("train", "val", "test"))
+        assert f"{n_videos} videos ({n_videos} embedded now" in first
+        assert len(re.findall(r"^  [123]\. -?\d\.\d{4}  \w+\.mp4$", first, re.M)) == 6
+        again = run(cmd, tmp_path).stdout
+        assert f"{n_videos} videos (0 embedded now" in again and again.split("\n")[1:] == first.split("\n")[1:]
         return
     # evaluate.py --results: the written predictions against the written COCO-style ground truth, no model
     results, gt = out / "evaluate" / "results" / "test.json", out / "evaluate" / "gt" / "test.json"

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from vcap.evaluation import caption_scores, retrieval_metrics
 
@@ -73,6 +74,34 @@ def test_retrieval_metrics_match_a_direct_computation_on_a_large_random_matrix()
                         for v in range(n_videos)])
     assert m["v2t_R1"] == pytest.approx(100 * np.mean(v_ranks == 1))
     assert m["v2t_MnR"] == pytest.approx(v_ranks.mean())
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, None])
+def test_blockwise_metrics_and_dual_softmax_equal_a_full_matrix_computation(chunk):
+    from vcap.evaluation.retrieval import retrieval_metrics_blocks
+
+    rng = np.random.default_rng(3)
+    n_videos = 50
+    t2v = np.concatenate([np.arange(n_videos), rng.integers(0, n_videos, 70)])  # 1 to several captions per video
+    sim = rng.normal(size=(len(t2v), n_videos)).astype(np.float32)
+    sim[np.arange(len(t2v)), t2v] += 1.5
+    full = retrieval_metrics(sim, t2v)
+    calls = []
+
+    def block(s, e):
+        calls.append((s, e))
+        return torch.from_numpy(sim[s:e])
+
+    assert retrieval_metrics_blocks(block, len(t2v), n_videos, t2v, chunk=chunk) == full
+    assert max(e - s for s, e in calls) == (chunk or len(t2v))  # never more than a block of rows at once
+    # dual softmax: each score times the softmax over texts of its video column, on the whole matrix
+    temp = 3.0
+    col = np.exp(temp * sim.astype(np.float64))
+    dsl = (sim * (col / col.sum(0, keepdims=True))).astype(np.float32)
+    expected = retrieval_metrics(dsl, t2v)
+    got = retrieval_metrics_blocks(block, len(t2v), n_videos, t2v, chunk=chunk, dual_softmax=temp)
+    assert got == pytest.approx(expected)
+    assert got != full
 
 
 def test_retrieval_metrics_reject_bad_input():

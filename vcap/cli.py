@@ -240,10 +240,97 @@ def shard_main(argv=None) -> Path:
     return index
 
 
+def retrieve_main(argv=None) -> list[dict]:
+    """Embed a folder of videos once (cached), then answer text queries with the top-k videos."""
+    import hashlib
+
+    import torch
+
+    from vcap.common.registry import registry
+    from vcap.datasets.prepare.common import VIDEO_EXTENSIONS
+    from vcap.datasets.video import IMAGE_EXTENSIONS, VideoDecodeError
+    from vcap.processors import build_processor
+
+    p = _parser("vcap retrieve", "Text-to-video search over a folder with a retrieval model, e.g. "
+                "--options model.checkpoint=output/run/checkpoints/best.safetensors")
+    p.add_argument("--videos", required=True, help="folder of videos (searched recursively)")
+    p.add_argument("--query", required=True, nargs="+", help="one or more text queries")
+    p.add_argument("-k", type=int, default=5, help="videos per query")
+    p.add_argument("--cache", help="where video embeddings are kept (default: <videos>/.vcap_cache)")
+    p.add_argument("--batch-size", type=int, default=16)
+    args = p.parse_args(argv)
+    cfg = _load(args)
+    task = registry.get_task_class(cfg.run.task).setup_task(cfg)
+    model = task.build_model(cfg, {}).eval()
+    if not hasattr(model, "encode_text") or not hasattr(model, "similarity"):
+        print(f"vcap retrieve: {cfg.model.arch} is not a retrieval model", file=sys.stderr)
+        raise SystemExit(2)
+    name = next(iter(cfg.datasets))
+    processor = build_processor(cfg.datasets[name].vis_processor.eval)
+
+    root = Path(args.videos)
+    files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
+                   and ".vcap_cache" not in f.parts)
+    if not files:
+        print(f"vcap retrieve: no videos under {root}", file=sys.stderr)
+        raise SystemExit(2)
+    from omegaconf import OmegaConf
+
+    ckpt = cfg.model.get("checkpoint")
+    stamp = f"{Path(ckpt).resolve()}:{Path(ckpt).stat().st_mtime_ns}" if ckpt else "no checkpoint"
+    key = hashlib.sha256((OmegaConf.to_yaml(cfg.model) + stamp +
+                          OmegaConf.to_yaml(cfg.datasets[name].vis_processor.eval)).encode()).hexdigest()[:16]
+    cache = Path(args.cache or root / ".vcap_cache") / f"{key}.pt"
+    known = torch.load(cache, weights_only=True) if cache.is_file() else {}
+    rows, todo = {}, []
+    for f in files:
+        rel, st = str(f.relative_to(root)), f.stat()
+        sig = f"{st.st_size}:{st.st_mtime_ns}"
+        if rel in known and known[rel]["sig"] == sig:
+            rows[rel] = known[rel]
+        else:
+            todo.append((rel, f, sig))
+    skipped = []
+    with torch.no_grad():
+        for s in range(0, len(todo), args.batch_size):
+            clips, masks, names = [], [], []
+            for rel, f, sig in todo[s: s + args.batch_size]:
+                try:
+                    frames, mask = processor.load(f)
+                except VideoDecodeError as e:
+                    skipped.append(f"{rel}: {e.reason}")
+                    continue
+                video, mask = processor(frames, mask=mask)
+                clips.append(video), masks.append(mask), names.append((rel, sig))
+            if clips:
+                emb = model.encode_video({"video": torch.stack(clips), "video_mask": torch.stack(masks)}).float().cpu()
+                for (rel, sig), e in zip(names, emb):
+                    rows[rel] = {"sig": sig, "emb": e}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(rows, cache)
+    if skipped:
+        print(f"{len(skipped)} files could not be decoded and are left out:\n  " + "\n  ".join(skipped), file=sys.stderr)
+    names = sorted(rows)
+    videos = torch.stack([rows[n]["emb"] for n in names])
+    print(f"{len(names)} videos ({len(todo) - len(skipped)} embedded now, the rest from {cache})")
+    results = []
+    with torch.no_grad():
+        text = model.encode_text({"text_input": list(args.query)}).float()
+        sim = model.similarity(text.to(model.device), videos.to(model.device)).float().cpu()
+    for q, row in zip(args.query, sim):
+        top = row.topk(min(args.k, len(names)))
+        hits = [{"video": names[i], "score": float(v)} for v, i in zip(top.values.tolist(), top.indices.tolist())]
+        results.append({"query": q, "results": hits})
+        print(f"\n{q}")
+        for n, h in enumerate(hits, 1):
+            print(f"  {n}. {h['score']:.4f}  {h['video']}")
+    return results
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"train": train_main, "evaluate": evaluate_main, "list": list_main, "prepare": prepare_main,
-                "shard": shard_main}
+                "shard": shard_main, "retrieve": retrieve_main}
     if not argv or argv[0] not in commands:
         print(f"usage: vcap {{{','.join(commands)}}} ...", file=sys.stderr)
         raise SystemExit(2)

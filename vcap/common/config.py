@@ -80,6 +80,7 @@ class RunConfig:
     min_lr: float = 0.0
     warmup_lr: float = 0.0
     warmup_steps: int = 0
+    warmup_ratio: Optional[float] = None  # warm up for this share of all steps (replaces warmup_steps)
     weight_decay: float = 0.05
     beta2: float = 0.999
     accum_grad_iters: int = 1

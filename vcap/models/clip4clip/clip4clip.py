@@ -88,7 +88,8 @@ class CLIP4Clip(BaseModel):
         sim_header: ``meanP`` (masked mean of L2-normalised frame features), ``seqLSTM`` (LSTM
             over frames, residual), ``seqTransf`` (frame position embeddings + transformer, both
             initialised from CLIP's text encoder, residual), ``tightTransf`` (the text feature and
-            the frame features through a cross transformer, a linear head per pair).
+            the frame features through a cross transformer, a linear head per pair; trained on the
+            local batch's pairs, as CLIP4Clip, since every pair costs a cross-transformer pass).
         linear_patch: ``2d`` (CLIP's) or ``3d`` (a Conv3d over 3 frames, see ``Patch3d``).
         temporal_layers, cross_layers: transformer depth of seqTransf / tightTransf (CLIP4Clip: 4).
         max_frames: frame positions of seqTransf / tightTransf.
@@ -264,10 +265,10 @@ class CLIP4Clip(BaseModel):
 
     def forward(self, samples: dict) -> dict:
         if self.sim_header == "tightTransf":
-            text = all_gather_with_grad(self.text_features(samples))
+            # every pair goes through the cross transformer: as CLIP4Clip, the negatives are the local
+            # batch (all-gathering would multiply the cross passes per rank by the world size squared)
             frames, mask = self.frame_features(samples)
-            frames, mask = all_gather_with_grad(frames), all_gather_with_grad(mask)
-            logits = self._pair_scores(text, frames, mask)
+            logits = self._pair_scores(self.text_features(samples), frames, mask)
             scale = None
         else:
             text = all_gather_with_grad(self.encode_text(samples))
