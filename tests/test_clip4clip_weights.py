@@ -8,7 +8,7 @@ import torch
 from transformers import CLIPConfig, CLIPModel
 
 from vcap.models.clip4clip.clip4clip import CLIP4Clip
-from vcap.models.clip4clip.weights import read_state_dict
+from vcap.common.weights import read_state_dict
 
 # OpenAI's build_model infers heads as width // 64: a 64-wide tiny CLIP has one head
 TINY = {"projection_dim": 64,

@@ -18,6 +18,7 @@ from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfi
 
 from vcap.common.registry import registry
 from vcap.models.base_model import BaseModel
+from vcap.models.generation import generate_from_prefix
 from vcap.processors.tokenizer import load_text_tokenizer
 
 
@@ -140,17 +141,9 @@ class Blip2OPTVideo(BaseModel):
         return (~after_eos & (ids != self.tokenizer.pad_token_id)).long()
 
     @torch.no_grad()
-    def generate_ids(self, samples: dict, num_beams: int = 3, max_new_tokens: int = 20, min_new_tokens: int = 1,
-                     do_sample: bool = False, temperature: float = 1.0, num_return_sequences: int = 1,
-                     top_p: float = 1.0) -> torch.Tensor:
+    def generate_ids(self, samples: dict, **gen_cfg) -> torch.Tensor:
         prefix, _ = self._prefix(self.encode_video(samples["video"].to(self.device)))
-        tok = self.tokenizer
-        return self.language_model.generate(
-            inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device),
-            num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample,
-            temperature=temperature, top_p=top_p, num_return_sequences=num_return_sequences,
-            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-        )
+        return generate_from_prefix(self.language_model, prefix, self.tokenizer, **gen_cfg)
 
     def decode_ids(self, ids: torch.Tensor) -> list[str]:
         return [self.tokenizer.decode(row) for row in ids]

@@ -1,0 +1,117 @@
+"""CLIPCap: CLIPCap's key layout, the mappers' gradients, cached features, and the shared generation path."""
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from vcap.common.config import build_config
+from vcap.common.registry import registry
+
+CAPTIONS = ["a small red circle moves left on a black background", "a big blue square moves up on a gray background"]
+
+
+def build(tokenizer, **overrides):
+    cfg = build_config(OmegaConf.create({
+        "model": {"arch": "clipcap", "model_type": "tiny", "tokenizer": tokenizer, **overrides},
+        "datasets": {"synthetic_caption": {}}, "run": {"task": "captioning", "output_dir": "o"}}))
+    torch.manual_seed(0)
+    return registry.get_model_class("clipcap").from_config(cfg.model)
+
+
+def samples():
+    torch.manual_seed(1)
+    return {"video": torch.randn(2, 4, 3, 32, 32), "text_input": CAPTIONS,
+            "video_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])}
+
+
+@pytest.mark.parametrize("mapper", ["mlp", "transformer", "cross"])
+@pytest.mark.parametrize("only_prefix", [False, True])
+def test_every_trainable_parameter_gets_a_gradient_and_frozen_parts_none(word_tokenizer_path, mapper, only_prefix):
+    model = build(word_tokenizer_path, mapper=mapper, only_prefix=only_prefix).train()
+    assert not model.clip.training and (model.gpt.training != only_prefix)
+    out = model(samples())
+    out["loss"].backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert all(not n.startswith("clip.") for n, _ in trainable)
+    assert any(n.startswith("gpt.") for n, _ in trainable) != only_prefix
+    dead = [n for n, p in trainable if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not dead, dead
+
+
+def test_clipcap_key_layout_gives_the_logits_of_gpt2_fed_the_prefix(word_tokenizer_path, tmp_path):
+    """A state dict in CLIPCap's layout (``clip_project.model.*``, ``gpt.*``, GPT-2's old attention buffers)
+    loads, and the model's next-token logits equal GPT-2's on the same prefix, computed by hand."""
+    torch.manual_seed(3)
+    gpt = GPT2LMHeadModel(GPT2Config(vocab_size=60, n_embd=64, n_layer=2, n_head=4, n_positions=64)).eval()
+    prefix_length, clip_dim, dim = 4, 64, 64
+    w0, b0 = torch.randn(dim * prefix_length // 2, clip_dim) * 0.1, torch.randn(dim * prefix_length // 2) * 0.1
+    w2, b2 = torch.randn(dim * prefix_length, dim * prefix_length // 2) * 0.1, torch.randn(dim * prefix_length) * 0.1
+    sd = {f"gpt.{k}": v for k, v in gpt.state_dict().items()}
+    sd.update({"clip_project.model.0.weight": w0, "clip_project.model.0.bias": b0,
+               "clip_project.model.2.weight": w2, "clip_project.model.2.bias": b2,
+               "gpt.transformer.h.0.attn.masked_bias": torch.tensor(-1e4)})
+    path = tmp_path / "coco_prefix-009.pt"
+    torch.save(sd, path)
+    model = build(word_tokenizer_path, mapper="mlp", lm_config={"model_type": "gpt2", "vocab_size": 60, "n_embd": 64,
+                                                                "n_layer": 2, "n_head": 4, "n_positions": 64},
+                  clipcap_weights=str(path)).eval()
+    assert model.load_report["missing"] == []
+    assert model.load_report["unexpected"] == ["gpt.transformer.h.0.attn.masked_bias"]
+
+    emb = torch.randn(2, 1, clip_dim)  # one CLIP image embedding each (an image is a one-frame video)
+    tokens = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    with torch.no_grad():
+        prefix = model.encode_video({"clip_features": emb})
+        by_hand = (torch.tanh(emb[:, 0] @ w0.t() + b0) @ w2.t() + b2).view(2, prefix_length, dim)
+        assert torch.allclose(prefix, by_hand, atol=1e-5)
+        embeds = torch.cat([by_hand, gpt.transformer.wte(tokens)], 1)
+        expected = gpt(inputs_embeds=embeds).logits
+        got = model.gpt(inputs_embeds=torch.cat([prefix, model.gpt.get_input_embeddings()(tokens)], 1)).logits
+    assert torch.allclose(got, expected, atol=1e-5)
+    # the scored log-probabilities are those next-token logits, read at the caption positions
+    lp = model._token_logprobs(prefix, tokens, torch.ones_like(tokens))
+    ref = torch.log_softmax(expected[:, prefix_length - 1: -1], -1).gather(2, tokens[..., None]).squeeze(-1)
+    assert torch.allclose(lp, ref, atol=1e-5)
+
+
+def test_transformer_mapper_layout_loads_every_key(word_tokenizer_path, tmp_path):
+    model = build(word_tokenizer_path, mapper="transformer")
+    names = [k for k in model.state_dict() if k.startswith("clip_project.")]
+    assert "clip_project.prefix_const" in names and "clip_project.linear.weight" in names
+    assert "clip_project.transformer.layers.1.attn.to_keys_values.weight" in names
+    assert "clip_project.transformer.layers.0.attn.to_queries.bias" not in names  # CLIPCap's layers have no q/kv bias
+    sd = {k: torch.randn_like(v) for k, v in model.state_dict().items() if k.startswith(("clip_project.", "gpt."))}
+    sd["gpt.lm_head.weight"] = sd["gpt.transformer.wte.weight"]  # GPT-2 ties them, as in CLIPCap's files
+    torch.save(sd, tmp_path / "transformer_weights.pt")
+    again = build(word_tokenizer_path, mapper="transformer", clipcap_weights=str(tmp_path / "transformer_weights.pt"))
+    assert again.load_report == {"source": str(tmp_path / "transformer_weights.pt"), "missing": [], "unexpected": []}
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in sd.items())
+
+
+def test_cached_clip_features_give_the_same_loss(word_tokenizer_path):
+    model = build(word_tokenizer_path, mapper="cross").eval()
+    s = samples()
+    with torch.no_grad():
+        feats = model.clip(pixel_values=s["video"].flatten(0, 1)).image_embeds.view(2, 4, -1)
+        a = model(s)["loss"]
+        b = model({**{k: v for k, v in s.items() if k != "video"}, "clip_features": feats})["loss"]
+    assert torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("mapper", ["mlp", "cross"])
+def test_generation_is_deterministic_and_respects_length_limits(word_tokenizer_path, mapper):
+    model = build(word_tokenizer_path, mapper=mapper).eval()
+    s = samples()
+    for beams in (1, 3):
+        a = model.generate_ids(s, num_beams=beams, max_new_tokens=6, min_new_tokens=1)
+        assert torch.equal(a, model.generate_ids(s, num_beams=beams, max_new_tokens=6, min_new_tokens=1))
+        assert a.shape[1] <= 6
+    ids = model.generate_ids(s, num_beams=1, max_new_tokens=8, min_new_tokens=5)
+    eos = model.tokenizer.eos_token_id
+    assert not (ids[:, :5] == eos).any()  # no end before min_new_tokens
+    torch.manual_seed(0)
+    x = model.generate_ids(s, num_beams=1, do_sample=True, top_p=0.9, max_new_tokens=4)
+    torch.manual_seed(0)
+    assert torch.equal(x, model.generate_ids(s, num_beams=1, do_sample=True, top_p=0.9, max_new_tokens=4))
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        model.generate_ids(s, max_new_tokens=2, min_new_tokens=3)

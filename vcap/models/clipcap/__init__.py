@@ -1,0 +1,1 @@
+from vcap.models.clipcap import clipcap  # noqa: F401  (registration)

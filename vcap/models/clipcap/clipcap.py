@@ -1,0 +1,300 @@
+"""CLIPCap (Mokady et al. 2021): frozen CLIP embeddings -> mapping network -> prefix of a causal LM.
+
+Mapper modules keep CLIPCap's names (``clip_project.model.*`` for the MLP, ``clip_project.linear``,
+``prefix_const`` and ``transformer.layers.*`` for the transformer mapper) and the LM is a
+transformers causal LM under ``gpt``, so CLIPCap's released files load by a plain key map
+(``load_clipcap_checkpoint``). Improvements over the seeds: every reference caption trains (not
+the first only), an end-of-sequence token ends every target, padding is masked by the attention
+mask (CLIPCap ignored token id 0, which in GPT-2 is "!").
+"""
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from vcap.common.registry import registry
+from vcap.common.weights import read_state_dict
+from vcap.models.base_model import BaseModel
+from vcap.models.generation import generate_from_prefix
+from vcap.processors.tokenizer import load_text_tokenizer
+
+log = logging.getLogger(__name__)
+MAPPERS = ("mlp", "transformer", "cross")
+
+
+# -- CLIPCap's mapping networks (the same module names, so its weights load one to one) ----------------
+class MLP(nn.Module):
+    def __init__(self, sizes: tuple[int, ...]):
+        super().__init__()
+        layers = []
+        for i in range(len(sizes) - 1):
+            layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+            if i < len(sizes) - 2:
+                layers.append(nn.Tanh())
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.model(x)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, dim_self: int, dim_ref: int, num_heads: int, bias: bool = False):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim_self // num_heads) ** -0.5
+        self.to_queries = nn.Linear(dim_self, dim_self, bias=bias)
+        self.to_keys_values = nn.Linear(dim_ref, dim_self * 2, bias=bias)
+        self.project = nn.Linear(dim_self, dim_self)
+
+    def forward(self, x, y, key_mask=None):
+        b, n, c = x.shape
+        m, h = y.shape[1], self.num_heads
+        q = self.to_queries(x).view(b, n, h, c // h).transpose(1, 2)
+        kv = self.to_keys_values(y).view(b, m, 2, h, c // h)
+        k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+        mask = None if key_mask is None else key_mask[:, None, None, :].bool()
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        return self.project(out.transpose(1, 2).reshape(b, n, c))
+
+
+class MlpTransformer(nn.Module):
+    def __init__(self, in_dim: int, h_dim: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(in_dim, h_dim), nn.Linear(h_dim, in_dim)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, dim_self: int, dim_ref: int, num_heads: int, mlp_ratio: float = 2.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim_self)
+        self.attn = MultiHeadAttention(dim_self, dim_ref, num_heads)
+        self.norm2 = nn.LayerNorm(dim_self)
+        self.mlp = MlpTransformer(dim_self, int(dim_self * mlp_ratio))
+
+    def forward(self, x, y=None, key_mask=None):
+        h = self.norm1(x)
+        x = x + self.attn(h, h if y is None else y, key_mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class TransformerMapper(nn.Module):
+    """CLIPCap's transformer mapper: each frame embedding -> ``clip_length`` tokens, followed by the
+    learned prefix constants, through self-attention layers; the prefix positions' outputs. An
+    image (one frame) is exactly CLIPCap's mapper."""
+
+    def __init__(self, dim_clip: int, dim_embedding: int, prefix_length: int, clip_length: int, num_layers: int,
+                 num_heads: int):
+        super().__init__()
+        self.clip_length = clip_length
+        self.linear = nn.Linear(dim_clip, clip_length * dim_embedding)
+        self.prefix_const = nn.Parameter(torch.randn(prefix_length, dim_embedding))
+        self.transformer = nn.Module()
+        self.transformer.layers = nn.ModuleList(
+            TransformerLayer(dim_embedding, dim_embedding, num_heads) for _ in range(num_layers))
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, _ = frames.shape
+        tokens = self.linear(frames).view(b, t * self.clip_length, -1)
+        prefix = self.prefix_const.unsqueeze(0).expand(b, -1, -1)
+        x = torch.cat([tokens, prefix], dim=1)
+        key_mask = torch.cat([mask.repeat_interleave(self.clip_length, 1),
+                              torch.ones(b, prefix.shape[1], device=mask.device)], 1)
+        for layer in self.transformer.layers:
+            x = layer(x, key_mask=key_mask)
+        return x[:, tokens.shape[1]:]
+
+
+class CrossMapper(nn.Module):
+    """Learned prefix tokens that alternately cross-attend to the frame embeddings and attend to
+    each other (seed 000's ``--cross``; CLIPCap's encoder-decoder layout)."""
+
+    def __init__(self, dim_clip: int, dim_embedding: int, prefix_length: int, num_layers: int, num_heads: int):
+        super().__init__()
+        self.prefix_const = nn.Parameter(torch.randn(prefix_length, dim_embedding))
+        self.transformer = nn.Module()
+        self.transformer.layers = nn.ModuleList(
+            TransformerLayer(dim_embedding, dim_clip if i % 2 == 0 else dim_embedding, num_heads)
+            for i in range(2 * num_layers))
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.prefix_const.unsqueeze(0).expand(frames.shape[0], -1, -1)
+        for i, layer in enumerate(self.transformer.layers):
+            x = layer(x, frames, mask) if i % 2 == 0 else layer(x)
+        return x
+
+
+def load_clipcap_weights(model: nn.Module, path: str) -> dict:
+    """CLIPCap's own files into ``model``: ``clip_project.*`` and ``gpt.*`` map one to one; GPT-2's old
+    attention-mask buffers are reported as unexpected, anything else that does not fit too."""
+    sd = read_state_dict(path)
+    own = model.state_dict()
+    mapped = {k: v for k, v in sd.items() if k.startswith(("clip_project.", "gpt."))}
+    unexpected = [k for k in sd if k not in mapped or k not in own]
+    wrong = [f"{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}" for k, v in mapped.items()
+             if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f"{path}: shapes differ from the model (prefix_length, clip_length, mapper or LM size?): "
+                         + "; ".join(wrong[:5]))
+    result = model.load_state_dict({k: v for k, v in mapped.items() if k in own}, strict=False)
+    missing = [k for k in result.missing_keys if k.startswith(("clip_project.", "gpt."))]
+    report = {"source": str(path), "missing": missing, "unexpected": unexpected}
+    log.info("CLIPCap weights %s: %d missing, %d unexpected keys%s", path, len(missing), len(unexpected),
+             f" (missing: {missing[:8]}, unexpected: {unexpected[:8]})" if missing or unexpected else "")
+    return report
+
+
+@registry.register_model("clipcap")
+class CLIPCap(BaseModel):
+    """Captioner: frozen CLIP image embeddings of each frame -> mapper -> prefix -> causal LM.
+
+    Args:
+        tokenizer: ``word`` (trained from the captions), a word-tokenizer file, or a Hugging Face
+            tokenizer id / directory (``gpt2``).
+        clip_config / clip_pretrained: the CLIP vision tower with its projection, from a config
+            mapping (from scratch) or a transformers id / directory (``openai/clip-vit-base-patch32``).
+        lm_config / lm_pretrained: the causal LM, from a config mapping (``model_type`` included,
+            e.g. gpt2) or an id / directory.
+        mapper: ``mlp`` (mean of the frame embeddings -> hidden -> prefix, Tanh), ``transformer``
+            (CLIPCap's, over ``clip_length`` tokens per frame), ``cross`` (prefix tokens
+            cross-attend to the frame embeddings).
+        prefix_length, clip_length, mapper_layers, mapper_heads: mapper sizes (CLIPCap: 10 or 40, 10
+            or 40, 8, 8).
+        only_prefix: keep the LM frozen (CLIPCap's ``--only_prefix``); otherwise it is fine-tuned.
+        normalize_prefix: L2-normalise each CLIP embedding first.
+        max_txt_len: caption tokens including the end-of-sequence token.
+        freeze_clip: CLIPCap keeps CLIP frozen (and features can be cached); off only for a CLIP trained
+            from scratch, such as the offline demo's.
+        clipcap_weights: one of CLIPCap's released files (``coco_prefix-*.pt``, ``conceptual_weights.pt``,
+            ``transformer_weights.pt``: keys ``clip_project.*`` and ``gpt.*``), loaded safely with a report.
+    """
+
+    PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/clipcap/tiny.yaml",
+                                    "coco_mlp": "configs/models/clipcap/coco_mlp.yaml",
+                                    "coco_transformer": "configs/models/clipcap/coco_transformer.yaml",
+                                    "video_cross": "configs/models/clipcap/video_cross.yaml"}
+
+    def __init__(self, tokenizer: str = "word", clip_config: dict | None = None, clip_pretrained: str | None = None,
+                 lm_config: dict | None = None, lm_pretrained: str | None = None,
+                 mapper: Literal["mlp", "transformer", "cross"] = "mlp", prefix_length: int = 10,
+                 clip_length: int = 10, mapper_layers: int = 8, mapper_heads: int = 8, only_prefix: bool = False,
+                 normalize_prefix: bool = False, max_txt_len: int = 32, clipcap_weights: str | None = None,
+                 freeze_clip: bool = True):
+        super().__init__()
+        if mapper not in MAPPERS:
+            raise ValueError(f"mapper {mapper!r}: expected one of {MAPPERS}")
+        self.tokenizer = load_text_tokenizer(tokenizer)
+        if clip_pretrained:
+            self.clip = CLIPVisionModelWithProjection.from_pretrained(clip_pretrained)
+        elif clip_config is not None:
+            self.clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_config))
+        else:
+            raise ValueError("clipcap needs clip_config or clip_pretrained")
+        if lm_pretrained:
+            self.gpt = AutoModelForCausalLM.from_pretrained(lm_pretrained)
+        elif lm_config is not None:
+            cfg = dict(lm_config)
+            cfg.setdefault("vocab_size", len(self.tokenizer))
+            for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+                cfg.setdefault(key, getattr(self.tokenizer, key))
+            self.gpt = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
+        else:
+            raise ValueError("clipcap needs lm_config or lm_pretrained")
+        if self.gpt.get_input_embeddings().num_embeddings < len(self.tokenizer):
+            raise ValueError(f"the tokenizer has {len(self.tokenizer)} tokens but the LM's embedding only "
+                             f"{self.gpt.get_input_embeddings().num_embeddings}")
+        self.freeze_clip = freeze_clip
+        self._frozen_modules = []
+        if freeze_clip:
+            self.clip.requires_grad_(False)
+            self._frozen_modules.append("clip")
+        if only_prefix:
+            self.gpt.requires_grad_(False)
+            self._frozen_modules.append("gpt")
+        dim_clip, dim = self.clip.config.projection_dim, self.gpt.get_input_embeddings().embedding_dim
+        if mapper == "mlp":
+            self.clip_project = MLP((dim_clip, (dim * prefix_length) // 2, dim * prefix_length))
+        elif mapper == "transformer":
+            self.clip_project = TransformerMapper(dim_clip, dim, prefix_length, clip_length, mapper_layers, mapper_heads)
+        else:
+            self.clip_project = CrossMapper(dim_clip, dim, prefix_length, mapper_layers, mapper_heads)
+        self.mapper, self.prefix_length, self.dim = mapper, prefix_length, dim
+        self.normalize_prefix, self.max_txt_len, self.only_prefix = normalize_prefix, max_txt_len, only_prefix
+        self.clip_source, self.lm_source = clip_pretrained, lm_pretrained
+        self.load_report = load_clipcap_weights(self, clipcap_weights) if clipcap_weights else None
+
+    # -- shared encoding: video -> LM prefix (forward, generate and score_sequences all use it) ----------
+    def clip_embeddings(self, samples: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(frozen CLIP embeddings (B, T, D), frame mask (B, T)); cached features are used when given."""
+        if "clip_features" in samples:
+            emb = samples["clip_features"].to(self.device).float()
+        else:
+            video = samples["video"].to(self.device)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_clip):
+                emb = self.clip(pixel_values=video.flatten(0, 1)).image_embeds.view(*video.shape[:2], -1)
+        mask = samples.get("video_mask")
+        mask = torch.ones(emb.shape[:2], device=emb.device) if mask is None else mask.to(emb.device).float()
+        if self.normalize_prefix:
+            emb = F.normalize(emb, dim=-1)
+        return emb, mask
+
+    def prefix_from_embeddings(self, emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.mapper == "mlp":
+            pooled = (emb * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+            return self.clip_project(pooled).view(emb.shape[0], self.prefix_length, self.dim)
+        return self.clip_project(emb, mask)
+
+    def encode_video(self, samples: dict) -> torch.Tensor:
+        return self.prefix_from_embeddings(*self.clip_embeddings(samples))
+
+    def _token_logprobs(self, prefix: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        embeds = torch.cat([prefix, self.gpt.get_input_embeddings()(ids)], dim=1)
+        attn = torch.cat([torch.ones(prefix.shape[:2], dtype=mask.dtype, device=mask.device), mask], dim=1)
+        logits = self.gpt(inputs_embeds=embeds, attention_mask=attn).logits[:, prefix.shape[1] - 1: -1].float()
+        lp = torch.gather(F.log_softmax(logits, dim=-1), 2, ids.unsqueeze(-1)).squeeze(-1)
+        return lp * mask
+
+    def sequence_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        """1 up to and including the first EOS, 0 after (GPT-2 pads with EOS)."""
+        is_eos = (ids == self.tokenizer.eos_token_id).long()
+        return ((is_eos.cumsum(1) - is_eos) == 0).long()
+
+    # -- public interface ---------------------------------------------------------------------------
+    def forward(self, samples: dict) -> dict:
+        """Cross-entropy ``{"loss"}`` over the caption and its end token (padding masked by the attention
+        mask); with ``samples["score_token_ids"]`` the ``{"logprobs"}`` of those sequences (SCST)."""
+        if "score_token_ids" in samples:
+            return {"logprobs": self.score_sequences(samples, samples["score_token_ids"])}
+        ids, mask = self.tokenizer(samples["text_input"], self.max_txt_len, add_bos=False, add_eos=True)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        lp = self._token_logprobs(self.encode_video(samples), ids, mask)
+        return {"loss": -lp.sum() / mask.sum().clamp(min=1)}
+
+    def score_sequences(self, samples: dict, token_ids: torch.Tensor) -> torch.Tensor:
+        prefix = self.encode_video(samples)
+        k = token_ids.shape[0] // prefix.shape[0]
+        ids = token_ids.to(self.device)
+        return self._token_logprobs(prefix.repeat_interleave(k, 0), ids, self.sequence_mask(ids)).sum(1)
+
+    @torch.no_grad()
+    def generate_ids(self, samples: dict, **gen_cfg) -> torch.Tensor:
+        return generate_from_prefix(self.gpt, self.encode_video(samples), self.tokenizer, **gen_cfg)
+
+    def decode_ids(self, ids: torch.Tensor) -> list[str]:
+        return [self.tokenizer.decode(row) for row in ids]
+
+    def generate(self, samples: dict, **gen_cfg) -> list[str]:
+        return self.decode_ids(self.generate_ids(samples, **gen_cfg))
+
+    def frozen_pretrained_keys(self) -> list[str]:
+        """Frozen weights that came from a pretrained source (a from-scratch CLIP is saved like the rest)."""
+        keys = self.state_dict()
+        out = [k for k in keys if k.startswith("clip.")] if self.clip_source else []
+        return out + ([k for k in keys if k.startswith("gpt.")] if self.only_prefix and self.lm_source else [])

@@ -1,0 +1,26 @@
+"""One generation path for every captioner: an LM continues from a prefix of input embeddings.
+
+Greedy (``num_beams=1``), beam search (length-normalised: scores divided by length, as
+CLIPCap's beam search), and nucleus sampling (``do_sample=True, top_p``); ``max_new_tokens``,
+``min_new_tokens`` and stopping at the tokenizer's end-of-sequence token. Returns the new token
+ids only, padded after the end token.
+"""
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def generate_from_prefix(lm, prefix: torch.Tensor, tokenizer, num_beams: int = 3, max_new_tokens: int = 20,
+                         min_new_tokens: int = 1, do_sample: bool = False, temperature: float = 1.0,
+                         top_p: float = 1.0, num_return_sequences: int = 1) -> torch.Tensor:
+    if max_new_tokens < 1 or min_new_tokens < 0 or min_new_tokens > max_new_tokens:
+        raise ValueError(f"need 0 <= min_new_tokens <= max_new_tokens and max_new_tokens >= 1, got "
+                         f"{min_new_tokens} and {max_new_tokens}")
+    mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
+    return lm.generate(
+        inputs_embeds=prefix, attention_mask=mask, num_beams=num_beams, max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
+        num_return_sequences=num_return_sequences, length_penalty=1.0, early_stopping=True,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+    )
