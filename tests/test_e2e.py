@@ -180,3 +180,26 @@ def test_bad_videos_are_reported_and_too_many_stop_the_run(tmp_path, tiny_data):
                        text=True, timeout=300)
     assert p.returncode != 0
     assert "failed to decode, more than run.max_bad_sample_ratio=0.01" in p.stderr and "broken.mp4" in p.stderr
+
+
+def test_clipcap_trains_from_cached_features_without_any_video(tmp_path):
+    """vcap extract-features caches the frozen CLIP's frame embeddings; training then never decodes video."""
+    project, ds = "projects/demo/clipcap_synthetic.yaml", "synthetic_caption"
+    small = [o.format(ds=ds) for o in SMALL]
+    cache = tmp_path / "features"
+    base = ["--cfg-path", project, "--options", *small, "model.freeze_clip=true", f"run.output_dir={tmp_path / 'x'}"]
+    for split in ("train", "val", "test"):
+        p = run([sys.executable, "-m", "vcap.cli", "extract-features", "--split", split, "--out", str(cache), *base],
+                tmp_path)
+        assert f"of {ds}/{split} embedded into" in p.stdout
+    index = json.loads((cache / "index.json").read_text())
+    assert len(index["videos"]) == sum(TINY_SPEC[f"num_{s}"] for s in ("train", "val", "test"))
+    videos = next((tmp_path / "data" / "synthetic").glob("*/videos"))
+    videos.rename(videos.with_name("gone"))  # from here on, any decode would fail
+    out = tmp_path / "run"
+    run([sys.executable, "train.py", "--cfg-path", project, "--options", *small, "model.freeze_clip=true",
+         f"datasets.{ds}.features={cache}", f"run.output_dir={out}", "run.max_epoch=1", "run.batch_size_train=8",
+         "run.batch_size_eval=8"], tmp_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["num_bad_videos"] == 0 and metrics["test"]["num_videos"] == TINY_SPEC["num_test"]
+    assert not (out / "bad_samples.jsonl").exists()

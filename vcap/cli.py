@@ -327,10 +327,59 @@ def retrieve_main(argv=None) -> list[dict]:
     return results
 
 
+def extract_features_main(argv=None) -> dict:
+    """Run a model's frozen encoder once over a split; training then reads ``datasets.<name>.features``."""
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    from vcap.common.registry import registry
+    from vcap.datasets.datasets.base import CaptionEvalDataset, load_annotations
+    from vcap.datasets.features import extract_features
+    from vcap.processors import build_processor
+
+    p = _parser("vcap extract-features", "Cache frozen CLIP frame embeddings of a split (CLIPCap-style training).")
+    p.add_argument("--split", default="train")
+    p.add_argument("--out", required=True, help="cache directory (several splits may share it)")
+    p.add_argument("--dataset", help="which of the project's datasets (default: its only one)")
+    p.add_argument("--batch-size", type=int, default=16)
+    args = p.parse_args(argv)
+    cfg = _load(args)
+    names = list(cfg.datasets)
+    name = args.dataset or (names[0] if len(names) == 1 else None)
+    if name not in names:
+        print(f"vcap extract-features: --dataset must be one of {names}", file=sys.stderr)
+        raise SystemExit(2)
+    for section in cfg.datasets.values():
+        section.features = None  # the cache is being written, not read
+    from vcap.runners.runner_base import set_seed
+
+    set_seed(cfg.run.seed)  # the initial weights of rank 0 of a training run (a from-scratch frozen encoder)
+    task = registry.get_task_class(cfg.run.task).setup_task(cfg)
+    builder = registry.get_builder_class(name)(cfg.datasets[name], name)
+    builder.prepare()
+    datasets = task.build_datasets(cfg) if cfg.model.get("tokenizer") == "word" and not cfg.model.get("checkpoint") \
+        else {}
+    model = task.build_model(cfg, datasets)
+    if not hasattr(model, "clip_embeddings") or not getattr(model, "freeze_clip", False):
+        print(f"vcap extract-features: {cfg.model.arch} has no frozen encoder to cache (model.freeze_clip)",
+              file=sys.stderr)
+        raise SystemExit(2)
+    vis = cfg.datasets[name].vis_processor.eval
+    signature = hashlib.sha256((OmegaConf.to_yaml(cfg.model) + OmegaConf.to_yaml(vis)).encode()).hexdigest()[:16]
+    dataset = CaptionEvalDataset(load_annotations(builder.annotation_path(args.split)), builder.video_root(),
+                                 build_processor(vis), build_processor(cfg.datasets[name].text_processor.eval))
+    summary = extract_features(model, dataset, args.out, args.split, signature, args.batch_size)
+    print(f"{summary['videos']} videos of {name}/{args.split} embedded into {args.out} ({len(summary['bad'])} could "
+          f"not be decoded); train from them with --options datasets.{name}.features={args.out}")
+    return summary
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"train": train_main, "evaluate": evaluate_main, "list": list_main, "prepare": prepare_main,
-                "shard": shard_main, "retrieve": retrieve_main}
+                "shard": shard_main, "retrieve": retrieve_main,
+                "extract-features": extract_features_main}
     if not argv or argv[0] not in commands:
         print(f"usage: vcap {{{','.join(commands)}}} ...", file=sys.stderr)
         raise SystemExit(2)

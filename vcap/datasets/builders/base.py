@@ -42,6 +42,11 @@ class BaseBuilder:
         txt = {k: build_processor(self.config.text_processor.get(k)) for k in ("train", "eval")}
         out = {}
         cache = bool(self.config.get("cache_decoded", False))
+        features = None
+        if self.config.get("features"):
+            from vcap.datasets.features import FeatureStore
+
+            features = FeatureStore(self.config.features)
         for split in self.splits():
             if split == "train" and self.config.get("train_storage", "files") == "webdataset":
                 out[split] = self.shard_dataset(vis["train"], txt["train"], seed)
@@ -49,11 +54,11 @@ class BaseBuilder:
             records = load_annotations(self.annotation_path(split))
             if split == "train":
                 out[split] = self.train_dataset_cls(records, self.video_root(), vis["train"], txt["train"], seed=seed,
-                                                    cache_decoded=cache,
+                                                    cache_decoded=cache, features=features,
                                                     captions=self.config.get("train_captions", "all"))
             else:
                 out[split] = self.eval_dataset_cls(records, self.video_root(), vis["eval"], txt["eval"], seed=seed,
-                                                   cache_decoded=cache)
+                                                   cache_decoded=cache, features=features)
         return out
 
     def shard_dataset(self, vis, txt, seed: int):

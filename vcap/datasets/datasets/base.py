@@ -125,8 +125,9 @@ class VideoDataset(Dataset):
     substitute = True
 
     def __init__(self, records: list[dict], video_root: str | os.PathLike, vis_processor, text_processor,
-                 seed: int = 0, cache_decoded: bool = False):
+                 seed: int = 0, cache_decoded: bool = False, features=None):
         self.records = records
+        self.features = features  # a FeatureStore: cached frozen-encoder features instead of video
         self.video_root = Path(video_root)
         self.vis_processor, self.text_processor = vis_processor, text_processor
         self.seed, self.epoch = seed, 0
@@ -156,6 +157,11 @@ class VideoDataset(Dataset):
 
     def load_video(self, index: int) -> dict:
         """``{"rec_idx", "video", "video_mask", "valid", "bad_samples"}`` for item ``index``."""
+        if self.features is not None:
+            rec_idx = self.video_index(index)
+            emb, mask = self.features.get(self.records[rec_idx]["video_id"])
+            return {"rec_idx": rec_idx, "clip_features": emb, "video_mask": mask.bool(), "valid": True,
+                    "bad_samples": []}
         bad = []
         seed = self.item_seed(index)
         for k in range(MAX_SUBSTITUTIONS if self.substitute else 1):
@@ -174,6 +180,11 @@ class VideoDataset(Dataset):
                     "video_mask": torch.zeros(p.num_frames, dtype=torch.bool), "valid": False, "bad_samples": bad}
         raise RuntimeError(f"{MAX_SUBSTITUTIONS} videos in a row failed to decode near {self.video_root}: "
                            f"{bad[-1]['path']}: {bad[-1]['reason']}; check the video folder")
+
+
+def _visual(out: dict) -> dict:
+    """The visual part of an item: the processed clip, or cached features, and the frame mask."""
+    return {k: out[k] for k in ("video", "clip_features", "video_mask") if k in out}
 
 
 class CaptionTrainDataset(VideoDataset):
@@ -204,7 +215,7 @@ class CaptionTrainDataset(VideoDataset):
         if k is None or rec_idx != self.pairs[index][0]:  # one caption per video, or a substituted video
             k = random.Random(self.item_seed(index)).randrange(len(captions))
         video_id = self.records[rec_idx]["video_id"]
-        return {"video": out["video"], "video_mask": out["video_mask"], "text_input": self.text_processor(captions[k]),
+        return {**_visual(out), "text_input": self.text_processor(captions[k]),
                 "video_id": video_id, "key": f"{video_id}#{k}", "index": index, "bad_samples": out["bad_samples"]}
 
 
@@ -226,7 +237,7 @@ class CaptionEvalDataset(VideoDataset):
 
     def __getitem__(self, index: int) -> dict:
         out = self.load_video(index)
-        return {"video": out["video"], "video_mask": out["video_mask"], "valid": out["valid"],
+        return {**_visual(out), "valid": out["valid"],
                 "video_id": self.records[index]["video_id"], "index": index, "bad_samples": out["bad_samples"]}
 
 
