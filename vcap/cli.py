@@ -366,7 +366,9 @@ def extract_features_main(argv=None) -> dict:
               file=sys.stderr)
         raise SystemExit(2)
     vis = cfg.datasets[name].vis_processor.eval
-    signature = hashlib.sha256((OmegaConf.to_yaml(cfg.model) + OmegaConf.to_yaml(vis)).encode()).hexdigest()[:16]
+    ckpt = cfg.model.get("checkpoint")
+    stamp = f"{Path(ckpt).resolve()}:{Path(ckpt).stat().st_mtime_ns}" if ckpt else ""
+    signature = hashlib.sha256((OmegaConf.to_yaml(cfg.model) + OmegaConf.to_yaml(vis) + stamp).encode()).hexdigest()[:16]
     dataset = CaptionEvalDataset(load_annotations(builder.annotation_path(args.split)), builder.video_root(),
                                  build_processor(vis), build_processor(cfg.datasets[name].text_processor.eval))
     summary = extract_features(model, dataset, args.out, args.split, signature, args.batch_size)
