@@ -211,8 +211,25 @@ def prepare_main(argv=None) -> dict:
         raise SystemExit(2) from None
 
 
-def shard_main(argv=None) -> Path:
+def _split_builder(prog: str, cfg, dataset: str | None, split: str):
+    """(name, builder) of the project's dataset ``dataset`` (its only one by default), data prepared,
+    after checking it has ``split``."""
     from vcap.common.registry import registry
+
+    names = list(cfg.datasets)
+    name = dataset or (names[0] if len(names) == 1 else None)
+    if name not in names:
+        print(f"{prog}: --dataset must be one of {names}", file=sys.stderr)
+        raise SystemExit(2)
+    builder = registry.get_builder_class(name)(cfg.datasets[name], name)
+    builder.prepare()
+    if split not in builder.splits():
+        print(f"{prog}: {name} has no split {split!r}; expected one of {builder.splits()}", file=sys.stderr)
+        raise SystemExit(2)
+    return name, builder
+
+
+def shard_main(argv=None) -> Path:
     from vcap.datasets.datasets.base import load_annotations
     from vcap.datasets.shards import write_shards
 
@@ -223,16 +240,7 @@ def shard_main(argv=None) -> Path:
     p.add_argument("--dataset", help="which of the project's datasets (default: its only one)")
     args = p.parse_args(argv)
     cfg = _load(args)
-    names = list(cfg.datasets)
-    name = args.dataset or (names[0] if len(names) == 1 else None)
-    if name not in names:
-        print(f"vcap shard: --dataset must be one of {names}", file=sys.stderr)
-        raise SystemExit(2)
-    builder = registry.get_builder_class(name)(cfg.datasets[name], name)
-    builder.prepare()
-    if args.split not in builder.splits():
-        print(f"vcap shard: {name} has no split {args.split!r}; expected one of {builder.splits()}", file=sys.stderr)
-        raise SystemExit(2)
+    name, builder = _split_builder("vcap shard", cfg, args.dataset, args.split)
     records = load_annotations(builder.annotation_path(args.split))
     index = write_shards(records, builder.video_root(), args.out, args.shard_size, args.split)
     print(f"{len(records)} videos of {name}/{args.split} in {index.parent}; train from them with "
@@ -345,19 +353,13 @@ def extract_features_main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=16)
     args = p.parse_args(argv)
     cfg = _load(args)
-    names = list(cfg.datasets)
-    name = args.dataset or (names[0] if len(names) == 1 else None)
-    if name not in names:
-        print(f"vcap extract-features: --dataset must be one of {names}", file=sys.stderr)
-        raise SystemExit(2)
     for section in cfg.datasets.values():
         section.features = None  # the cache is being written, not read
+    name, builder = _split_builder("vcap extract-features", cfg, args.dataset, args.split)
     from vcap.runners.runner_base import set_seed
 
     set_seed(cfg.run.seed)  # the initial weights of rank 0 of a training run (a from-scratch frozen encoder)
     task = registry.get_task_class(cfg.run.task).setup_task(cfg)
-    builder = registry.get_builder_class(name)(cfg.datasets[name], name)
-    builder.prepare()
     datasets = task.build_datasets(cfg) if cfg.model.get("tokenizer") == "word" and not cfg.model.get("checkpoint") \
         else {}
     model = task.build_model(cfg, datasets)
