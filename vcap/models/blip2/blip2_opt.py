@@ -37,6 +37,11 @@ class Blip2OPTVideo(BaseModel):
         max_frames: frames the temporal embedding covers.
         freeze_vit, freeze_llm: keep those weights fixed.
         max_txt_len: caption tokens (with EOS) used for training.
+        pretrained: a transformers BLIP-2 OPT id or directory (``Salesforce/blip2-opt-2.7b``): its
+            vision model, query tokens, Q-Former, projection and OPT replace ``blip2_config``; the
+            temporal embedding then starts at zero (the model starts as the image model).
+        lora: LoRA on the LLM through peft, e.g. ``{r: 8, alpha: 16, dropout: 0.05, target_modules:
+            [q_proj, v_proj]}`` (seed 003's SCST setting); only the adapters of the LLM train.
     """
 
     PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/blip2_opt/tiny.yaml"}
@@ -44,31 +49,71 @@ class Blip2OPTVideo(BaseModel):
     def __init__(self, tokenizer: str = "word", blip2_config: dict | None = None, num_query_tokens: int = 32,
                  prompt: str = "a video of", frame_fusion: Literal["concat_tokens", "concat_queries"] = "concat_tokens",
                  temporal_embedding: bool = True, max_frames: int = 32, freeze_vit: bool = True,
-                 freeze_llm: bool = True, max_txt_len: int = 32):
+                 freeze_llm: bool = True, max_txt_len: int = 32, pretrained: str | None = None,
+                 lora: dict | None = None):
         super().__init__()
         if frame_fusion not in ("concat_tokens", "concat_queries"):
             raise ValueError(f"frame_fusion {frame_fusion!r}: expected 'concat_tokens' or 'concat_queries'")
-        if blip2_config is None:
-            raise ValueError("blip2_opt needs blip2_config (vision_config, qformer_config, text_config)")
         self.tokenizer = load_text_tokenizer(tokenizer)
         tok = self.tokenizer
-        vcfg = Blip2VisionConfig(**blip2_config.get("vision_config", {}))
-        qcfg = Blip2QFormerConfig(**{**blip2_config.get("qformer_config", {}), "encoder_hidden_size": vcfg.hidden_size})
-        tcfg = OPTConfig(**{**blip2_config.get("text_config", {}), "vocab_size": len(tok),
-                            "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
-                            "eos_token_id": tok.eos_token_id})
-        self.vision_model = Blip2VisionModel(vcfg)
-        self.query_tokens = torch.nn.Parameter(torch.randn(1, num_query_tokens, qcfg.hidden_size) * qcfg.initializer_range)
-        self.qformer = Blip2QFormerModel(qcfg)
-        self.language_projection = torch.nn.Linear(qcfg.hidden_size, tcfg.hidden_size)
-        self.language_model = OPTForCausalLM(tcfg)
-        self.temporal_embedding = (torch.nn.Parameter(torch.randn(max_frames, vcfg.hidden_size) * 0.02)
+        if pretrained:
+            from transformers import Blip2ForConditionalGeneration
+
+            try:
+                hf = Blip2ForConditionalGeneration.from_pretrained(pretrained)
+            except OSError as e:
+                raise ValueError(f"model.pretrained {pretrained!r}: no transformers BLIP-2 could be loaded (offline, it "
+                                 f"must be a directory or an id in the local cache): {e}") from e
+            if not isinstance(hf.language_model, OPTForCausalLM):
+                raise ValueError(f"model.pretrained {pretrained!r} has a {type(hf.language_model).__name__} language "
+                                 "model; blip2_opt takes OPT")
+            self.vision_model, self.qformer = hf.vision_model, hf.qformer
+            self.query_tokens, self.language_projection = hf.query_tokens, hf.language_projection
+            self.language_model = hf.language_model
+            vdim, init = hf.config.vision_config.hidden_size, 0.0
+        else:
+            if blip2_config is None:
+                raise ValueError("blip2_opt needs blip2_config (vision_config, qformer_config, text_config) or pretrained")
+            vcfg = Blip2VisionConfig(**blip2_config.get("vision_config", {}))
+            qcfg = Blip2QFormerConfig(**{**blip2_config.get("qformer_config", {}),
+                                         "encoder_hidden_size": vcfg.hidden_size})
+            tcfg = OPTConfig(**{**blip2_config.get("text_config", {}), "vocab_size": len(tok),
+                                "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
+                                "eos_token_id": tok.eos_token_id})
+            self.vision_model = Blip2VisionModel(vcfg)
+            self.query_tokens = torch.nn.Parameter(
+                torch.randn(1, num_query_tokens, qcfg.hidden_size) * qcfg.initializer_range)
+            self.qformer = Blip2QFormerModel(qcfg)
+            self.language_projection = torch.nn.Linear(qcfg.hidden_size, tcfg.hidden_size)
+            self.language_model = OPTForCausalLM(tcfg)
+            vdim, init = vcfg.hidden_size, 0.02
+        if self.language_model.get_input_embeddings().num_embeddings < len(tok):
+            raise ValueError(f"the tokenizer has {len(tok)} tokens but the language model only "
+                             f"{self.language_model.get_input_embeddings().num_embeddings}")
+        self.temporal_embedding = (torch.nn.Parameter(torch.randn(max_frames, vdim) * init)
                                    if temporal_embedding else None)
+        self.pretrained = pretrained
         self.prompt, self.frame_fusion, self.max_txt_len = prompt, frame_fusion, max_txt_len
         self.max_frames = max_frames
         self._frozen_modules = [n for n, f in (("vision_model", freeze_vit), ("language_model", freeze_llm)) if f]
         for name in self._frozen_modules:
             getattr(self, name).requires_grad_(False)
+        self.lora = dict(lora) if lora else None
+        if self.lora:
+            from peft import LoraConfig, inject_adapter_in_model
+
+            unknown = set(self.lora) - {"r", "alpha", "dropout", "target_modules"}
+            if unknown:
+                raise ValueError(f"model.lora: unknown keys {sorted(unknown)}; expected r, alpha, dropout, target_modules")
+            cfg = LoraConfig(r=self.lora.get("r", 8), lora_alpha=self.lora.get("alpha", 16),
+                             lora_dropout=self.lora.get("dropout", 0.05),
+                             target_modules=list(self.lora.get("target_modules", ["q_proj", "v_proj"])))
+            inject_adapter_in_model(cfg, self.language_model)  # adapters trainable, the rest as frozen above
+            if "language_model" in self._frozen_modules:  # the LLM stays in eval mode, its adapters' dropout too
+                self._frozen_modules.remove("language_model")
+                self.language_model.requires_grad_(False)
+                for n, p in self.language_model.named_parameters():
+                    p.requires_grad_("lora_" in n)
 
     # -- the one shared encoding path: video -> LM input embeddings ------------------------------
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
@@ -150,3 +195,18 @@ class Blip2OPTVideo(BaseModel):
 
     def generate(self, samples: dict, **gen_cfg) -> list[str]:
         return self.decode_ids(self.generate_ids(samples, **gen_cfg))
+
+    def frozen_pretrained_keys(self) -> list[str]:
+        """Frozen weights that came from ``pretrained`` are not written into vcap checkpoints."""
+        if not self.pretrained:
+            return []
+        trainable = {k for k, p in self.named_parameters() if p.requires_grad}
+        frozen = [m for m in ("vision_model", "language_model")
+                  if not any(k.startswith(m + ".") and "lora_" not in k for k in trainable)]
+        return [k for k in self.state_dict() if k.split(".")[0] in frozen and "lora_" not in k]
+
+    def checkpoint_metadata(self) -> dict[str, str]:
+        meta = super().checkpoint_metadata()
+        if self.pretrained:
+            meta["pretrained"] = str(self.pretrained)  # where the frozen weights left out come from
+        return meta
