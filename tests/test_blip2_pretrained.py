@@ -65,3 +65,25 @@ def test_lora_trains_only_adapters_in_the_llm(hf_dir):
     assert any(float(p.grad.abs().sum()) > 0 for n, p in llm.items() if "lora_B" in n)
     with pytest.raises(ValueError, match="unknown keys"):
         Blip2OPTVideo(tokenizer=str(hf_dir), pretrained=str(hf_dir), num_query_tokens=4, lora={"rank": 4})
+
+
+def test_transformers_blip2_flan_t5_loads_into_blip2_t5(tmp_path, word_tokenizer_path):
+    from vcap.models.blip2.blip2_t5 import Blip2T5Video
+
+    word = WordTokenizer.load(word_tokenizer_path)
+    cfg = Blip2Config(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        qformer_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
+        text_config=dict(model_type="t5", d_model=32, d_ff=64, d_kv=16, num_layers=1, num_heads=2,
+                         vocab_size=len(word), decoder_start_token_id=0), num_query_tokens=4)
+    torch.manual_seed(0)
+    Blip2ForConditionalGeneration(cfg).save_pretrained(tmp_path)
+    PreTrainedTokenizerFast(tokenizer_object=word.tk, bos_token="[BOS]", eos_token="[EOS]", pad_token="[PAD]",
+                            unk_token="[UNK]").save_pretrained(tmp_path)
+    model = Blip2T5Video(tokenizer=str(tmp_path), pretrained=str(tmp_path), num_query_tokens=4).eval()
+    reference = Blip2ForConditionalGeneration.from_pretrained(tmp_path).state_dict()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.items())
+    assert model.generate_ids(samples(), num_beams=2, max_new_tokens=3).shape[1] <= 3
+    with pytest.raises(ValueError, match="Blip2OPTVideo takes OPTForCausalLM"):
+        Blip2OPTVideo(tokenizer=str(tmp_path), pretrained=str(tmp_path), num_query_tokens=4)

@@ -64,9 +64,9 @@ class Blip2OPTVideo(BaseModel):
             except OSError as e:
                 raise ValueError(f"model.pretrained {pretrained!r}: no transformers BLIP-2 could be loaded (offline, it "
                                  f"must be a directory or an id in the local cache): {e}") from e
-            if not isinstance(hf.language_model, OPTForCausalLM):
+            if not isinstance(hf.language_model, self.LM_CLASS):
                 raise ValueError(f"model.pretrained {pretrained!r} has a {type(hf.language_model).__name__} language "
-                                 "model; blip2_opt takes OPT")
+                                 f"model; {type(self).__name__} takes {self.LM_CLASS.__name__}")
             self.vision_model, self.qformer = hf.vision_model, hf.qformer
             self.query_tokens, self.language_projection = hf.query_tokens, hf.language_projection
             self.language_model = hf.language_model
@@ -77,15 +77,13 @@ class Blip2OPTVideo(BaseModel):
             vcfg = Blip2VisionConfig(**blip2_config.get("vision_config", {}))
             qcfg = Blip2QFormerConfig(**{**blip2_config.get("qformer_config", {}),
                                          "encoder_hidden_size": vcfg.hidden_size})
-            tcfg = OPTConfig(**{**blip2_config.get("text_config", {}), "vocab_size": len(tok),
-                                "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
-                                "eos_token_id": tok.eos_token_id})
             self.vision_model = Blip2VisionModel(vcfg)
             self.query_tokens = torch.nn.Parameter(
                 torch.randn(1, num_query_tokens, qcfg.hidden_size) * qcfg.initializer_range)
             self.qformer = Blip2QFormerModel(qcfg)
-            self.language_projection = torch.nn.Linear(qcfg.hidden_size, tcfg.hidden_size)
-            self.language_model = OPTForCausalLM(tcfg)
+            self.language_model = self.new_language_model(blip2_config.get("text_config", {}), tok)
+            self.language_projection = torch.nn.Linear(qcfg.hidden_size,
+                                                       self.language_model.get_input_embeddings().embedding_dim)
             vdim, init = vcfg.hidden_size, 0.02
         if self.language_model.get_input_embeddings().num_embeddings < len(tok):
             raise ValueError(f"the tokenizer has {len(tok)} tokens but the language model only "
@@ -114,6 +112,13 @@ class Blip2OPTVideo(BaseModel):
                 self.language_model.requires_grad_(False)
                 for n, p in self.language_model.named_parameters():
                     p.requires_grad_("lora_" in n)
+
+    LM_CLASS = OPTForCausalLM
+
+    @staticmethod
+    def new_language_model(text_config: dict, tok) -> torch.nn.Module:
+        return OPTForCausalLM(OPTConfig(**{**text_config, "vocab_size": len(tok), "pad_token_id": tok.pad_token_id,
+                                           "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}))
 
     # -- the one shared encoding path: video -> LM input embeddings ------------------------------
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:

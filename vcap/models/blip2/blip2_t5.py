@@ -1,0 +1,48 @@
+"""BLIP-2 video captioner with a Flan-T5 language model: the query embeddings and the prompt go
+through the T5 encoder, the caption is the decoder's. Video encoding is blip2_opt's, unchanged."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import T5Config, T5ForConditionalGeneration
+
+from vcap.common.registry import registry
+from vcap.models.blip2.blip2_opt import Blip2OPTVideo
+from vcap.models.generation import generate_from_prefix
+
+
+@registry.register_model("blip2_t5")
+class Blip2T5Video(Blip2OPTVideo):
+    """Arguments as ``blip2_opt``; ``blip2_config.text_config`` is a ``T5Config`` and ``pretrained`` a
+    transformers BLIP-2 Flan-T5 (``Salesforce/blip2-flan-t5-xl``)."""
+
+    PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/blip2_t5/tiny.yaml"}
+    LM_CLASS = T5ForConditionalGeneration
+
+    @staticmethod
+    def new_language_model(text_config: dict, tok) -> torch.nn.Module:
+        return T5ForConditionalGeneration(T5Config(**{
+            **text_config, "vocab_size": len(tok), "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
+            "decoder_start_token_id": tok.pad_token_id}))
+
+    def _prompt_ids(self) -> torch.Tensor:
+        return torch.tensor(self.tokenizer.ids(self.prompt), dtype=torch.long, device=self.device)
+
+    def _token_logprobs(self, video_embeds: torch.Tensor, target_ids: torch.Tensor,
+                        target_mask: torch.Tensor) -> torch.Tensor:
+        """Log-probability of each caption token from the decoder, the encoder reading [queries; prompt]."""
+        prefix, _ = self._prefix(video_embeds)
+        start = torch.full_like(target_ids[:, :1], self.language_model.config.decoder_start_token_id)
+        decoder_in = torch.cat([start, target_ids[:, :-1]], dim=1)
+        decoder_mask = torch.cat([torch.ones_like(target_mask[:, :1]), target_mask[:, :-1]], dim=1)
+        logits = self.language_model(inputs_embeds=prefix,
+                                     attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device),
+                                     decoder_input_ids=decoder_in, decoder_attention_mask=decoder_mask).logits.float()
+        lp = torch.gather(F.log_softmax(logits, dim=-1), 2, target_ids.unsqueeze(-1)).squeeze(-1)
+        return lp * target_mask
+
+    @torch.no_grad()
+    def generate_ids(self, samples: dict, **gen_cfg) -> torch.Tensor:
+        prefix, _ = self._prefix(self.encode_video(samples["video"].to(self.device)))
+        ids = generate_from_prefix(self.language_model, prefix, self.tokenizer, **gen_cfg)
+        return ids[:, 1:]  # the decoder's start token is not part of the caption
