@@ -76,6 +76,15 @@ def test_torchrun_train_then_evaluate_from_checkpoint(project, ds, monitor, keys
         again = run(cmd, tmp_path).stdout
         assert f"{n_videos} videos (0 embedded now" in again and again.split("\n")[1:] == first.split("\n")[1:]
         return
+    # vcap caption: the same captions as the evaluation for the same videos (greedy, same processor)
+    videos = next((tmp_path / "data" / "synthetic").glob("*/videos"))
+    rows = json.loads((out / "evaluate" / "results" / "test.json").read_text())[:3]
+    p = run([sys.executable, "-m", "vcap.cli", "caption", "--cfg-path", project, "--video",
+             *[str(videos / f"{r['video_id']}.mp4") for r in rows], str(tmp_path / "missing.mp4"),
+             "--options", *[o.format(ds=ds) for o in SMALL], f"model.checkpoint={ckpt}"], tmp_path)
+    assert [line.split("\t")[1] for line in p.stdout.strip().splitlines()] == [r["prediction"] for r in rows]
+    assert "missing.mp4\t(skipped: file does not exist)" in p.stderr
+
     # evaluate.py --results: the written predictions against the written COCO-style ground truth, no model
     results, gt = out / "evaluate" / "results" / "test.json", out / "evaluate" / "gt" / "test.json"
     assert json.loads(gt.read_text())["annotations"][0].keys() >= {"image_id", "caption"}

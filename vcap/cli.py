@@ -379,11 +379,51 @@ def extract_features_main(argv=None) -> dict:
     return summary
 
 
+def caption_main(argv=None) -> list[dict]:
+    """Caption video files with a trained captioner (the project's evaluation processor and decoding)."""
+    import torch
+
+    from vcap.common.registry import registry
+    from vcap.datasets.video import VideoDecodeError
+    from vcap.processors import build_processor
+
+    p = _parser("vcap caption", "Caption video files, e.g. --options model.checkpoint=output/run/checkpoints/best.safetensors")
+    p.add_argument("--video", required=True, nargs="+", help="video (or image) files")
+    p.add_argument("--num-beams", type=int, help="default: run.num_beams of the project")
+    args = p.parse_args(argv)
+    cfg = _load(args)
+    task = registry.get_task_class(cfg.run.task).setup_task(cfg)
+    model = task.build_model(cfg, {}).eval()
+    if not hasattr(model, "generate"):
+        print(f"vcap caption: {cfg.model.arch} is not a captioner", file=sys.stderr)
+        raise SystemExit(2)
+    processor = build_processor(next(iter(cfg.datasets.values())).vis_processor.eval)
+    r = run_config(cfg)
+    gen = {"num_beams": args.num_beams or r.num_beams, "max_new_tokens": r.max_new_tokens,
+           "min_new_tokens": r.min_new_tokens}
+    out, failed = [], 0
+    for path in args.video:
+        try:
+            frames, mask = processor.load(path)
+        except VideoDecodeError as e:
+            print(f"{path}\t(skipped: {e.reason})", file=sys.stderr)
+            failed += 1
+            continue
+        video, mask = processor(frames, mask=mask)
+        with torch.no_grad():
+            caption = model.generate({"video": video[None], "video_mask": mask[None]}, **gen)[0]
+        out.append({"video": path, "caption": caption})
+        print(f"{path}\t{caption}")
+    if failed and not out:
+        raise SystemExit(1)
+    return out
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"train": train_main, "evaluate": evaluate_main, "list": list_main, "prepare": prepare_main,
                 "shard": shard_main, "retrieve": retrieve_main,
-                "extract-features": extract_features_main}
+                "extract-features": extract_features_main, "caption": caption_main}
     if not argv or argv[0] not in commands:
         print(f"usage: vcap {{{','.join(commands)}}} ...", file=sys.stderr)
         raise SystemExit(2)
