@@ -9,21 +9,26 @@ from vcap.models.blip2.blip2_opt import Blip2OPTVideo
 from vcap.processors.tokenizer import WordTokenizer
 
 
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory, word_tokenizer_path):
-    word = WordTokenizer.load(word_tokenizer_path)
+def save_tiny_blip2(path, word: WordTokenizer, text_config: dict):
+    """A tiny transformers BLIP-2 with its tokenizer, saved as a Hugging Face directory."""
     cfg = Blip2Config(
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                            image_size=32, patch_size=8),
         qformer_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
-        text_config=dict(model_type="opt", hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
-                         word_embed_proj_dim=32, vocab_size=len(word) + 4), num_query_tokens=4)
+        text_config=text_config, num_query_tokens=4)
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("blip2")
     Blip2ForConditionalGeneration(cfg).save_pretrained(path)
     PreTrainedTokenizerFast(tokenizer_object=word.tk, bos_token="[BOS]", eos_token="[EOS]", pad_token="[PAD]",
                             unk_token="[UNK]").save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory, word_tokenizer_path):
+    word = WordTokenizer.load(word_tokenizer_path)
+    return save_tiny_blip2(tmp_path_factory.mktemp("blip2"), word, dict(
+        model_type="opt", hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
+        word_embed_proj_dim=32, vocab_size=len(word) + 4))
 
 
 def samples():
@@ -71,16 +76,8 @@ def test_transformers_blip2_flan_t5_loads_into_blip2_t5(tmp_path, word_tokenizer
     from vcap.models.blip2.blip2_t5 import Blip2T5Video
 
     word = WordTokenizer.load(word_tokenizer_path)
-    cfg = Blip2Config(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        qformer_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
-        text_config=dict(model_type="t5", d_model=32, d_ff=64, d_kv=16, num_layers=1, num_heads=2,
-                         vocab_size=len(word), decoder_start_token_id=0), num_query_tokens=4)
-    torch.manual_seed(0)
-    Blip2ForConditionalGeneration(cfg).save_pretrained(tmp_path)
-    PreTrainedTokenizerFast(tokenizer_object=word.tk, bos_token="[BOS]", eos_token="[EOS]", pad_token="[PAD]",
-                            unk_token="[UNK]").save_pretrained(tmp_path)
+    save_tiny_blip2(tmp_path, word, dict(model_type="t5", d_model=32, d_ff=64, d_kv=16, num_layers=1, num_heads=2,
+                                         vocab_size=len(word), decoder_start_token_id=0))
     model = Blip2T5Video(tokenizer=str(tmp_path), pretrained=str(tmp_path), num_query_tokens=4).eval()
     reference = Blip2ForConditionalGeneration.from_pretrained(tmp_path).state_dict()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.items())
