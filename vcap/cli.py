@@ -248,16 +248,36 @@ def shard_main(argv=None) -> Path:
     return index
 
 
-def retrieve_main(argv=None) -> list[dict]:
-    """Embed a folder of videos once (cached), then answer text queries with the top-k videos."""
+def _signature(cfg, vis_section) -> str:
+    """What cached embeddings depend on: the model config, the frame processor and the checkpoint file."""
     import hashlib
 
+    from omegaconf import OmegaConf
+
+    ckpt = cfg.model.get("checkpoint")
+    stamp = f"{Path(ckpt).resolve()}:{Path(ckpt).stat().st_mtime_ns}" if ckpt else ""
+    text = OmegaConf.to_yaml(cfg.model) + OmegaConf.to_yaml(vis_section) + stamp
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _inference_model(prog: str, cfg, needs: str, what: str):
+    """(model in eval mode, the first dataset's evaluation frame processor) for a one-off command."""
+    from vcap.common.registry import registry
+    from vcap.processors import build_processor
+
+    model = registry.get_task_class(cfg.run.task).setup_task(cfg).build_model(cfg, {}).eval()
+    if not hasattr(model, needs):
+        print(f"{prog}: {cfg.model.arch} is not a {what}", file=sys.stderr)
+        raise SystemExit(2)
+    return model, build_processor(next(iter(cfg.datasets.values())).vis_processor.eval)
+
+
+def retrieve_main(argv=None) -> list[dict]:
+    """Embed a folder of videos once (cached), then answer text queries with the top-k videos."""
     import torch
 
-    from vcap.common.registry import registry
     from vcap.datasets.prepare.common import VIDEO_EXTENSIONS
     from vcap.datasets.video import IMAGE_EXTENSIONS, VideoDecodeError
-    from vcap.processors import build_processor
 
     p = _parser("vcap retrieve", "Text-to-video search over a folder with a retrieval model, e.g. "
                 "--options model.checkpoint=output/run/checkpoints/best.safetensors")
@@ -268,13 +288,7 @@ def retrieve_main(argv=None) -> list[dict]:
     p.add_argument("--batch-size", type=int, default=16)
     args = p.parse_args(argv)
     cfg = _load(args)
-    task = registry.get_task_class(cfg.run.task).setup_task(cfg)
-    model = task.build_model(cfg, {}).eval()
-    if not hasattr(model, "encode_text") or not hasattr(model, "similarity"):
-        print(f"vcap retrieve: {cfg.model.arch} is not a retrieval model", file=sys.stderr)
-        raise SystemExit(2)
-    name = next(iter(cfg.datasets))
-    processor = build_processor(cfg.datasets[name].vis_processor.eval)
+    model, processor = _inference_model("vcap retrieve", cfg, "similarity", "retrieval model")
 
     root = Path(args.videos)
     files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
@@ -282,12 +296,7 @@ def retrieve_main(argv=None) -> list[dict]:
     if not files:
         print(f"vcap retrieve: no videos under {root}", file=sys.stderr)
         raise SystemExit(2)
-    from omegaconf import OmegaConf
-
-    ckpt = cfg.model.get("checkpoint")
-    stamp = f"{Path(ckpt).resolve()}:{Path(ckpt).stat().st_mtime_ns}" if ckpt else "no checkpoint"
-    key = hashlib.sha256((OmegaConf.to_yaml(cfg.model) + stamp +
-                          OmegaConf.to_yaml(cfg.datasets[name].vis_processor.eval)).encode()).hexdigest()[:16]
+    key = _signature(cfg, next(iter(cfg.datasets.values())).vis_processor.eval)
     cache = Path(args.cache or root / ".vcap_cache") / f"{key}.pt"
     known = torch.load(cache, weights_only=True) if cache.is_file() else {}
     rows, todo = {}, []
@@ -337,10 +346,6 @@ def retrieve_main(argv=None) -> list[dict]:
 
 def extract_features_main(argv=None) -> dict:
     """Run a model's frozen encoder once over a split; training then reads ``datasets.<name>.features``."""
-    import hashlib
-
-    from omegaconf import OmegaConf
-
     from vcap.common.registry import registry
     from vcap.datasets.datasets.base import CaptionEvalDataset, load_annotations
     from vcap.datasets.features import extract_features
@@ -368,9 +373,7 @@ def extract_features_main(argv=None) -> dict:
               file=sys.stderr)
         raise SystemExit(2)
     vis = cfg.datasets[name].vis_processor.eval
-    ckpt = cfg.model.get("checkpoint")
-    stamp = f"{Path(ckpt).resolve()}:{Path(ckpt).stat().st_mtime_ns}" if ckpt else ""
-    signature = hashlib.sha256((OmegaConf.to_yaml(cfg.model) + OmegaConf.to_yaml(vis) + stamp).encode()).hexdigest()[:16]
+    signature = _signature(cfg, vis)
     dataset = CaptionEvalDataset(load_annotations(builder.annotation_path(args.split)), builder.video_root(),
                                  build_processor(vis), build_processor(cfg.datasets[name].text_processor.eval))
     summary = extract_features(model, dataset, args.out, args.split, signature, args.batch_size)
@@ -383,21 +386,14 @@ def caption_main(argv=None) -> list[dict]:
     """Caption video files with a trained captioner (the project's evaluation processor and decoding)."""
     import torch
 
-    from vcap.common.registry import registry
     from vcap.datasets.video import VideoDecodeError
-    from vcap.processors import build_processor
 
     p = _parser("vcap caption", "Caption video files, e.g. --options model.checkpoint=output/run/checkpoints/best.safetensors")
     p.add_argument("--video", required=True, nargs="+", help="video (or image) files")
     p.add_argument("--num-beams", type=int, help="default: run.num_beams of the project")
     args = p.parse_args(argv)
     cfg = _load(args)
-    task = registry.get_task_class(cfg.run.task).setup_task(cfg)
-    model = task.build_model(cfg, {}).eval()
-    if not hasattr(model, "generate"):
-        print(f"vcap caption: {cfg.model.arch} is not a captioner", file=sys.stderr)
-        raise SystemExit(2)
-    processor = build_processor(next(iter(cfg.datasets.values())).vis_processor.eval)
+    model, processor = _inference_model("vcap caption", cfg, "generate", "captioner")
     r = run_config(cfg)
     gen = {"num_beams": args.num_beams or r.num_beams, "max_new_tokens": r.max_new_tokens,
            "min_new_tokens": r.min_new_tokens}

@@ -25,10 +25,9 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from vcap.datasets.datasets.base import collate
+from vcap.datasets.datasets.base import collate, item_seed
 from vcap.datasets.video import VideoDecodeError
 
 log = logging.getLogger(__name__)
@@ -185,11 +184,8 @@ class ShardTrainDataset(IterableDataset):
                     if pos >= end:
                         return
 
-    def _item_seed(self, pos: int) -> int:
-        return int(np.random.SeedSequence([self.seed, self.epoch, pos]).generate_state(1)[0]) % (2**31)
-
     def _decode(self, pos: int, data: bytes, ext: str, meta: dict, k, tmpdir: str) -> dict:
-        seed = self._item_seed(pos)
+        seed = item_seed(self.seed, self.epoch, pos)
         if k is None:
             k = random.Random(seed).randrange(len(meta["captions"]))
         path = os.path.join(tmpdir, f"{meta['video_id']}.{ext}".replace("/", "_"))

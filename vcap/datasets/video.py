@@ -148,6 +148,7 @@ def _open(path: str):
     if not container.streams.video:
         container.close()
         raise VideoDecodeError(path, "no video stream (audio-only or not a video)")
+    container.streams.video[0].thread_type = "AUTO"
     return container
 
 
@@ -239,7 +240,6 @@ def _read_pyav(path: str, select, short_side: int | None, seek: bool = True) -> 
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         try:
             index = _index(container, stream)
         except av.FFmpegError as e:
@@ -260,7 +260,6 @@ def _read_pyav(path: str, select, short_side: int | None, seek: bool = True) -> 
             container.close()
             container = _open(path)
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
             try:
                 frames = _decode_sequential(container, stream, wanted, short_side)
             except av.FFmpegError as e:
@@ -301,7 +300,8 @@ def _read_decord(path: str, select) -> np.ndarray | None:
             return None
         timestamps = reader.get_frame_timestamp(range(n))[:, 0]
         indices = select(timestamps)
-        frames = reader.get_batch(sorted(set(indices))).asnumpy()
+        distinct = sorted(set(indices))
+        frames = reader.get_batch(distinct).asnumpy()
     except VideoDecodeError:  # the requested segment is not in the video
         raise
     except Exception as e:  # DECORDError, RuntimeError: decord cannot read it, PyAV will say why or decode it
@@ -312,7 +312,7 @@ def _read_decord(path: str, select) -> np.ndarray | None:
         return None
     if frames.shape[1] % 2 or frames.shape[2] % 2:
         return None  # decord's colour conversion differs from FFmpeg's at odd sizes
-    pos = {i: k for k, i in enumerate(sorted(set(indices)))}
+    pos = {i: k for k, i in enumerate(distinct)}
     return frames[[pos[i] for i in indices]]
 
 
@@ -379,8 +379,13 @@ def read_frames(path: str | os.PathLike, num_frames: int, sampling: Sampling = "
             array = _read_pyav(path, select, short_side, seek=seek)
         elif short_side and min(array.shape[1:3]) > short_side:
             array = _resize(array, short_side)
+    return _clip(array, chosen["mask"], return_mask)
+
+
+def _clip(array: np.ndarray, mask: list[bool], return_mask: bool):
+    """(N, H, W, 3) uint8 -> (T, C, H, W) tensor, with the mask of real frames when asked."""
     frames = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
-    return (frames, torch.tensor(chosen["mask"])) if return_mask else frames
+    return (frames, torch.tensor(mask)) if return_mask else frames
 
 
 def _resize(array: np.ndarray, short_side: int) -> np.ndarray:
@@ -418,8 +423,7 @@ def sample_clip(video: DecodedVideo, num_frames: int, sampling: Sampling = "unif
                 start: float | None = None, end: float | None = None, return_mask: bool = False, **kwargs):
     """``read_frames`` on an already decoded video: the same frames for the same arguments."""
     indices, mask = frame_indices(video.timestamps, num_frames, sampling, start, end, seed, **kwargs)
-    frames = torch.from_numpy(video.frames[indices]).permute(0, 3, 1, 2).contiguous()
-    return (frames, torch.tensor(mask)) if return_mask else frames
+    return _clip(video.frames[indices], mask, return_mask)
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8, codec: str = "libx264",

@@ -76,7 +76,7 @@ class CiderD:
         video_of_ref = np.repeat(np.arange(len(self.ids)), np.diff(self.ref_start))
         self.words: dict[str, int] = {}
         self.ref_len = np.log(float(len(self.ids)))
-        rows, keys, sizes, tfs = self._occurrences(texts, self.words)
+        rows, keys, sizes, tfs = self._occurrences(texts, grow=True)
         self.packed = isinstance(keys, np.ndarray)
         # document frequency: in how many reference *sets* (videos) an n-gram appears
         if self.packed:
@@ -95,14 +95,23 @@ class CiderD:
         self.weight = self.ref_len - np.log(np.maximum(1.0, df.astype(np.float64)))
         self.R, self.ref_norm, self.ref_length = self._vectors(len(texts), rows, keys, sizes, tfs)
 
-    def _occurrences(self, texts: list[str], words: dict):
+    def _occurrences(self, texts: list[str], grow: bool = False):
         """Distinct (text, n-gram) pairs: (rows, keys, sizes - 1, term frequencies). Keys are packed
-        int64 codes, or tuples of words when the vocabulary is too large to pack."""
+        int64 codes, or tuples of words when the vocabulary is too large to pack. ``grow`` adds new
+        words to the corpus vocabulary; otherwise (candidates) they get ids after it for this call only."""
         split = [t.split() for t in texts]
         flat = [w for ws in split for w in ws]
-        ids = np.fromiter((words.setdefault(w, len(words)) for w in flat), np.int64, len(flat))
+        known = self.words
+        if grow:
+            ids = np.fromiter((known.setdefault(w, len(known)) for w in flat), np.int64, len(flat))
+            vocab_size = len(known)
+        else:
+            new: dict[str, int] = {}
+            ids = np.fromiter((known[w] if w in known else len(known) + new.setdefault(w, len(new)) for w in flat),
+                              np.int64, len(flat))
+            vocab_size = len(known) + len(new)
         rows = np.repeat(np.arange(len(texts)), [len(ws) for ws in split])
-        if len(words) < BASE - 1:
+        if vocab_size < BASE - 1:
             rows, codes, sizes = _ngram_codes(ids, rows, self.n)
             first, tf = _distinct(rows, codes)
             return rows[first], codes[first], sizes[first], tf.astype(np.float64)
@@ -158,8 +167,7 @@ class CiderD:
             raise KeyError(f"ids without references in the corpus, e.g. {unknown[:3]}")
         if not candidates:
             return np.zeros(0)
-        words = dict(self.words) if len(self.words) < BASE - 1 else self.words  # candidates' new words stay local
-        C, c_norm, c_length = self._vectors(len(candidates), *self._occurrences(candidates, words))
+        C, c_norm, c_length = self._vectors(len(candidates), *self._occurrences(candidates))
         videos = np.array([self.row_of_id[v] for v in ids])
         starts, ends = self.ref_start[videos], self.ref_start[videos + 1]
         counts = ends - starts

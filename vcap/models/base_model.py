@@ -58,3 +58,44 @@ class BaseModel(torch.nn.Module):
         """Strings stored in the checkpoint header beside the weights (e.g. a trained tokenizer)."""
         tok = getattr(self, "tokenizer", None)
         return {"tokenizer.json": tok.to_str()} if isinstance(tok, WordTokenizer) else {}
+
+
+class Captioner(BaseModel):
+    """What every captioner shares: the cross-entropy loss, ``score_sequences`` (SCST), decoding.
+
+    A subclass provides ``visual(samples)`` (one row of conditioning per video),
+    ``_token_logprobs(visual, ids, mask)`` (per-token log-probabilities of caption ids) and
+    ``generate_ids(samples, **gen_cfg)``; it has ``tokenizer`` and ``max_txt_len``.
+    """
+
+    def _caption_targets(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = self.tokenizer(captions, self.max_txt_len, add_bos=False, add_eos=True)
+        return ids.to(self.device), mask.to(self.device)
+
+    def forward(self, samples: dict) -> dict:
+        """Cross-entropy ``{"loss"}`` over each caption and its end token (padding masked by the attention
+        mask); with ``samples["score_token_ids"]`` the ``{"logprobs"}`` of those sequences instead (SCST
+        goes through forward so that DDP sees and syncs the gradients)."""
+        if "score_token_ids" in samples:
+            return {"logprobs": self.score_sequences(samples, samples["score_token_ids"])}
+        ids, mask = self._caption_targets(samples["text_input"])
+        lp = self._token_logprobs(self.visual(samples), ids, mask)
+        return {"loss": -lp.sum() / mask.sum().clamp(min=1)}
+
+    def score_sequences(self, samples: dict, token_ids: torch.Tensor) -> torch.Tensor:
+        """Differentiable summed log-probs of caption token ids (N = B*K rows, K per video, padded after EOS)."""
+        visual = self.visual(samples)
+        k = token_ids.shape[0] // visual.shape[0]
+        ids = token_ids.to(self.device)
+        return self._token_logprobs(visual.repeat_interleave(k, 0), ids, self.sequence_mask(ids)).sum(1)
+
+    def sequence_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        """1 up to and including the first EOS, 0 after (whatever pads it: GPT-2 pads with EOS itself)."""
+        is_eos = (ids == self.tokenizer.eos_token_id).long()
+        return ((is_eos.cumsum(1) - is_eos) == 0).long()
+
+    def decode_ids(self, ids: torch.Tensor) -> list[str]:
+        return [self.tokenizer.decode(row) for row in ids]
+
+    def generate(self, samples: dict, **gen_cfg) -> list[str]:
+        return self.decode_ids(self.generate_ids(samples, **gen_cfg))

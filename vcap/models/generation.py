@@ -8,6 +8,16 @@ ids only, padded after the end token.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+
+def prefix_logprobs(lm, prefix: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each token of ``ids`` given ``prefix`` embeddings before it, for a causal LM
+    (zero where ``mask`` is 0): the token at position P + i is predicted from position P + i - 1."""
+    embeds = torch.cat([prefix, lm.get_input_embeddings()(ids)], dim=1)
+    attn = torch.cat([torch.ones(prefix.shape[:2], dtype=mask.dtype, device=mask.device), mask], dim=1)
+    logits = lm(inputs_embeds=embeds, attention_mask=attn).logits[:, prefix.shape[1] - 1: -1].float()
+    return torch.gather(F.log_softmax(logits, dim=-1), 2, ids.unsqueeze(-1)).squeeze(-1) * mask
 
 
 @torch.no_grad()

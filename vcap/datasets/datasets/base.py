@@ -106,6 +106,11 @@ def load_annotations(path: str | os.PathLike) -> list[dict]:
     return records
 
 
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A seed for (run seed, epoch, item): frame sampling and augmentation are reproducible."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0]) % (2**31)
+
+
 def collate(items: list[dict]) -> dict:
     """default_collate, with the decode failures met while loading the items kept as a plain list."""
     bad = [b for item in items for b in item.pop("bad_samples", [])]
@@ -139,8 +144,7 @@ class VideoDataset(Dataset):
         self.epoch = epoch
 
     def item_seed(self, index: int) -> int:
-        """A seed for (run seed, epoch, index): frame sampling and augmentation are reproducible."""
-        return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]) % (2**31)
+        return item_seed(self.seed, self.epoch, index)
 
     def video_index(self, index: int) -> int:
         raise NotImplementedError
@@ -195,7 +199,6 @@ class CaptionTrainDataset(VideoDataset):
         super().__init__(*args, **kwargs)
         if captions not in ("all", "one"):
             raise ValueError(f"captions must be 'all' or 'one', got {captions!r}")
-        self.mode = captions
         self.pairs = [(i, k) for i, r in enumerate(self.records)
                       for k in (range(len(r["captions"])) if captions == "all" else [None])]
 

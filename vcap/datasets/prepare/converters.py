@@ -1,14 +1,13 @@
 """One converter per dataset family, each from the files its authors publish."""
 from __future__ import annotations
 
-import csv
 import io
 import json
 import pickle
 import re
 from pathlib import Path
 
-from vcap.datasets.datasets.base import load_annotations
+from vcap.datasets.datasets.base import load_annotations, read_rows
 from vcap.datasets.prepare.common import Output, find_file
 
 
@@ -16,11 +15,6 @@ def _record(video_id: str, video: str | None, captions: list[str], **span) -> di
     rec = {"video_id": video_id, "video": video, "captions": [c.strip() for c in captions if c and c.strip()]}
     rec.update({k: v for k, v in span.items() if v is not None})
     return rec
-
-
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -48,11 +42,11 @@ def msrvtt(raw: Path, out: Output) -> None:
     for size in ("9k", "7k"):
         path = find_file(raw, f"MSRVTT_train.{size}.csv", required=False)
         if path:
-            ids = [row["video_id"] for row in _read_csv(path)]
+            ids = [row["video_id"] for row in read_rows(path)]
             out.write(f"retrieval_train_{size}", [_record(v, out.videos.find(v), captions.get(v, [])) for v in ids])
     path = find_file(raw, "MSRVTT_JSFUSION_test.csv", required=False)
     if path:
-        rows = _read_csv(path)
+        rows = read_rows(path)
         out.write("retrieval_test_1ka", [_record(r["video_id"], out.videos.find(r["video_id"]), [r["sentence"]])
                                          for r in rows])
 

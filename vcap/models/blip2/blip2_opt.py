@@ -12,18 +12,17 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel, OPTConfig, \
     OPTForCausalLM
 
 from vcap.common.registry import registry
-from vcap.models.base_model import BaseModel
-from vcap.models.generation import generate_from_prefix
+from vcap.models.base_model import Captioner
+from vcap.models.generation import generate_from_prefix, prefix_logprobs
 from vcap.processors.tokenizer import load_text_tokenizer
 
 
 @registry.register_model("blip2_opt")
-class Blip2OPTVideo(BaseModel):
+class Blip2OPTVideo(Captioner):
     """Args:
         tokenizer: path of a word-level tokenizer file, or ``word`` to train one from the captions.
         blip2_config: ``vision_config``, ``qformer_config`` and ``text_config`` (OPT) mappings,
@@ -149,57 +148,18 @@ class Blip2OPTVideo(BaseModel):
         prefix = torch.cat([video_embeds, prompt.unsqueeze(0).expand(video_embeds.shape[0], -1, -1)], dim=1)
         return prefix, prefix.shape[1]
 
+    def visual(self, samples: dict) -> torch.Tensor:
+        return self.encode_video(samples["video"].to(self.device))
+
     def _token_logprobs(self, video_embeds: torch.Tensor, target_ids: torch.Tensor,
                         target_mask: torch.Tensor) -> torch.Tensor:
         """Log-probability of each target token after [queries; prompt] (zero where masked)."""
-        prefix, n_prefix = self._prefix(video_embeds)
-        embeds = torch.cat([prefix, self.language_model.get_input_embeddings()(target_ids)], dim=1)
-        mask = torch.cat([torch.ones(prefix.shape[:2], dtype=target_mask.dtype, device=prefix.device), target_mask], 1)
-        logits = self.language_model(inputs_embeds=embeds, attention_mask=mask).logits
-        # the token at position n_prefix + i is predicted from position n_prefix + i - 1
-        logits = logits[:, n_prefix - 1: -1].float()
-        lp = torch.gather(F.log_softmax(logits, dim=-1), 2, target_ids.unsqueeze(-1)).squeeze(-1)
-        return lp * target_mask
-
-    def _caption_targets(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids, mask = self.tokenizer(captions, self.max_txt_len, add_bos=False, add_eos=True)
-        return ids.to(self.device), mask.to(self.device)
-
-    # -- public interface ---------------------------------------------------------------------
-    def forward(self, samples: dict) -> dict:
-        """Cross-entropy ``{"loss"}``; with ``samples["score_token_ids"]`` ``{"logprobs"}`` of those
-        sequences instead (SCST goes through forward so that DDP sees and syncs the gradients)."""
-        if "score_token_ids" in samples:
-            return {"logprobs": self.score_sequences(samples, samples["score_token_ids"])}
-        video_embeds = self.encode_video(samples["video"].to(self.device))
-        ids, mask = self._caption_targets(samples["text_input"])
-        lp = self._token_logprobs(video_embeds, ids, mask)
-        loss = -lp.sum() / mask.sum().clamp(min=1)
-        return {"loss": loss}
-
-    def score_sequences(self, samples: dict, token_ids: torch.Tensor) -> torch.Tensor:
-        """Differentiable summed log-probs of caption token ids (N = B*K rows, K per video, pad after EOS)."""
-        video_embeds = self.encode_video(samples["video"].to(self.device))
-        k = token_ids.shape[0] // video_embeds.shape[0]
-        mask = self.sequence_mask(token_ids.to(self.device))
-        return self._token_logprobs(video_embeds.repeat_interleave(k, 0), token_ids.to(self.device), mask).sum(1)
-
-    def sequence_mask(self, ids: torch.Tensor) -> torch.Tensor:
-        """1 up to and including the first EOS, 0 after."""
-        is_eos = (ids == self.tokenizer.eos_token_id).long()
-        after_eos = (is_eos.cumsum(1) - is_eos) > 0
-        return (~after_eos & (ids != self.tokenizer.pad_token_id)).long()
+        return prefix_logprobs(self.language_model, self._prefix(video_embeds)[0], target_ids, target_mask)
 
     @torch.no_grad()
     def generate_ids(self, samples: dict, **gen_cfg) -> torch.Tensor:
-        prefix, _ = self._prefix(self.encode_video(samples["video"].to(self.device)))
+        prefix, _ = self._prefix(self.visual(samples))
         return generate_from_prefix(self.language_model, prefix, self.tokenizer, **gen_cfg)
-
-    def decode_ids(self, ids: torch.Tensor) -> list[str]:
-        return [self.tokenizer.decode(row) for row in ids]
-
-    def generate(self, samples: dict, **gen_cfg) -> list[str]:
-        return self.decode_ids(self.generate_ids(samples, **gen_cfg))
 
     def frozen_pretrained_keys(self) -> list[str]:
         """Frozen weights that came from ``pretrained`` are not written into vcap checkpoints."""

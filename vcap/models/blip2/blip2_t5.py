@@ -43,6 +43,6 @@ class Blip2T5Video(Blip2OPTVideo):
 
     @torch.no_grad()
     def generate_ids(self, samples: dict, **gen_cfg) -> torch.Tensor:
-        prefix, _ = self._prefix(self.encode_video(samples["video"].to(self.device)))
+        prefix, _ = self._prefix(self.visual(samples))
         ids = generate_from_prefix(self.language_model, prefix, self.tokenizer, **gen_cfg)
         return ids[:, 1:]  # the decoder's start token is not part of the caption

@@ -19,8 +19,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLI
 
 from vcap.common.registry import registry
 from vcap.common.weights import read_state_dict
-from vcap.models.base_model import BaseModel
-from vcap.models.generation import generate_from_prefix
+from vcap.models.base_model import Captioner
+from vcap.models.generation import generate_from_prefix, prefix_logprobs
 from vcap.processors.tokenizer import load_text_tokenizer
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def load_clipcap_weights(model: nn.Module, path: str) -> dict:
 
 
 @registry.register_model("clipcap")
-class CLIPCap(BaseModel):
+class CLIPCap(Captioner):
     """Captioner: frozen CLIP image embeddings of each frame -> mapper -> prefix -> causal LM.
 
     Args:
@@ -254,44 +254,15 @@ class CLIPCap(BaseModel):
     def encode_video(self, samples: dict) -> torch.Tensor:
         return self.prefix_from_embeddings(*self.clip_embeddings(samples))
 
+    def visual(self, samples: dict) -> torch.Tensor:
+        return self.encode_video(samples)
+
     def _token_logprobs(self, prefix: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        embeds = torch.cat([prefix, self.gpt.get_input_embeddings()(ids)], dim=1)
-        attn = torch.cat([torch.ones(prefix.shape[:2], dtype=mask.dtype, device=mask.device), mask], dim=1)
-        logits = self.gpt(inputs_embeds=embeds, attention_mask=attn).logits[:, prefix.shape[1] - 1: -1].float()
-        lp = torch.gather(F.log_softmax(logits, dim=-1), 2, ids.unsqueeze(-1)).squeeze(-1)
-        return lp * mask
-
-    def sequence_mask(self, ids: torch.Tensor) -> torch.Tensor:
-        """1 up to and including the first EOS, 0 after (GPT-2 pads with EOS)."""
-        is_eos = (ids == self.tokenizer.eos_token_id).long()
-        return ((is_eos.cumsum(1) - is_eos) == 0).long()
-
-    # -- public interface ---------------------------------------------------------------------------
-    def forward(self, samples: dict) -> dict:
-        """Cross-entropy ``{"loss"}`` over the caption and its end token (padding masked by the attention
-        mask); with ``samples["score_token_ids"]`` the ``{"logprobs"}`` of those sequences (SCST)."""
-        if "score_token_ids" in samples:
-            return {"logprobs": self.score_sequences(samples, samples["score_token_ids"])}
-        ids, mask = self.tokenizer(samples["text_input"], self.max_txt_len, add_bos=False, add_eos=True)
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        lp = self._token_logprobs(self.encode_video(samples), ids, mask)
-        return {"loss": -lp.sum() / mask.sum().clamp(min=1)}
-
-    def score_sequences(self, samples: dict, token_ids: torch.Tensor) -> torch.Tensor:
-        prefix = self.encode_video(samples)
-        k = token_ids.shape[0] // prefix.shape[0]
-        ids = token_ids.to(self.device)
-        return self._token_logprobs(prefix.repeat_interleave(k, 0), ids, self.sequence_mask(ids)).sum(1)
+        return prefix_logprobs(self.gpt, prefix, ids, mask)
 
     @torch.no_grad()
     def generate_ids(self, samples: dict, **gen_cfg) -> torch.Tensor:
         return generate_from_prefix(self.gpt, self.encode_video(samples), self.tokenizer, **gen_cfg)
-
-    def decode_ids(self, ids: torch.Tensor) -> list[str]:
-        return [self.tokenizer.decode(row) for row in ids]
-
-    def generate(self, samples: dict, **gen_cfg) -> list[str]:
-        return self.decode_ids(self.generate_ids(samples, **gen_cfg))
 
     def frozen_pretrained_keys(self) -> list[str]:
         """Frozen weights that came from a pretrained source (a from-scratch CLIP is saved like the rest)."""
