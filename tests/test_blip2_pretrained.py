@@ -15,7 +15,7 @@ def save_tiny_blip2(path, word: WordTokenizer, text_config: dict):
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                            image_size=32, patch_size=8),
         qformer_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
-        text_config=text_config, num_query_tokens=4)
+        text_config=text_config, num_query_tokens=4, image_token_index=len(word) + 1)
     torch.manual_seed(0)
     Blip2ForConditionalGeneration(cfg).save_pretrained(path)
     PreTrainedTokenizerFast(tokenizer_object=word.tk, bos_token="[BOS]", eos_token="[EOS]", pad_token="[PAD]",
@@ -29,6 +29,11 @@ def hf_dir(tmp_path_factory, word_tokenizer_path):
     return save_tiny_blip2(tmp_path_factory.mktemp("blip2"), word, dict(
         model_type="opt", hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
         word_embed_proj_dim=32, vocab_size=len(word) + 4))
+
+
+def T5_CONFIG(word):
+    return dict(model_type="t5", d_model=32, d_ff=64, d_kv=16, num_layers=1, num_heads=2, vocab_size=len(word) + 4,
+                decoder_start_token_id=0)
 
 
 def samples():
@@ -76,11 +81,165 @@ def test_transformers_blip2_flan_t5_loads_into_blip2_t5(tmp_path, word_tokenizer
     from vcap.models.blip2.blip2_t5 import Blip2T5Video
 
     word = WordTokenizer.load(word_tokenizer_path)
-    save_tiny_blip2(tmp_path, word, dict(model_type="t5", d_model=32, d_ff=64, d_kv=16, num_layers=1, num_heads=2,
-                                         vocab_size=len(word), decoder_start_token_id=0))
+    save_tiny_blip2(tmp_path, word, T5_CONFIG(word))
     model = Blip2T5Video(tokenizer=str(tmp_path), pretrained=str(tmp_path), num_query_tokens=4).eval()
     reference = Blip2ForConditionalGeneration.from_pretrained(tmp_path).state_dict()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.items())
     assert model.generate_ids(samples(), num_beams=2, max_new_tokens=3).shape[1] <= 3
     with pytest.raises(ValueError, match="Blip2OPTVideo takes OPTForCausalLM"):
         Blip2OPTVideo(tokenizer=str(tmp_path), pretrained=str(tmp_path), num_query_tokens=4)
+
+
+def transformers_loss(path, model, captions, pixels) -> float:
+    """The loss of transformers' own Blip2ForConditionalGeneration on the same image, prompt and captions:
+    image placeholder tokens, then (OPT) BOS + prompt + caption + EOS with the prompt masked, or (T5) the
+    encoder reading queries + prompt and the decoder the caption."""
+    hf = Blip2ForConditionalGeneration.from_pretrained(path).eval()
+    img = [hf.config.image_token_index] * hf.config.num_query_tokens
+    tok, prompt = model.tokenizer, model._prompt_ids().tolist()
+    caps = [tok.ids(c) + [tok.eos_token_id] for c in captions]
+    if hf.config.use_decoder_only_language_model:
+        rows = [img + prompt + c for c in caps]
+        labels = [[-100] * (len(img) + len(prompt)) + c for c in caps]
+        width = max(map(len, rows))
+        pad = lambda r, v: r + [v] * (width - len(r))
+        out = hf(pixel_values=pixels, input_ids=torch.tensor([pad(r, tok.pad_token_id) for r in rows]),
+                 attention_mask=torch.tensor([pad([1] * len(r), 0) for r in rows]),
+                 labels=torch.tensor([pad(r, -100) for r in labels]))
+    else:
+        width = max(map(len, caps))
+        enc = torch.tensor([img + prompt] * len(caps))
+        labels = torch.tensor([c + [-100] * (width - len(c)) for c in caps])
+        out = hf(pixel_values=pixels, input_ids=enc, labels=labels,
+                 decoder_attention_mask=(labels != -100).long())
+    return float(out.loss.detach())
+
+
+@pytest.mark.parametrize("lm", ["opt", "t5"])
+def test_one_frame_loss_equals_transformers_blip2(lm, tmp_path, word_tokenizer_path):
+    """T = 1, same weights, same prompt handling: vcap's captioners are transformers' BLIP-2."""
+    from vcap.models.blip2.blip2_t5 import Blip2T5Video
+
+    word = WordTokenizer.load(word_tokenizer_path)
+    text = T5_CONFIG(word) if lm == "t5" else dict(
+        model_type="opt", hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
+        word_embed_proj_dim=32, vocab_size=len(word) + 4)
+    save_tiny_blip2(tmp_path, word, text)
+    cls = Blip2T5Video if lm == "t5" else Blip2OPTVideo
+    for fusion in ("concat_tokens", "concat_queries"):  # one frame: both fusions are the image model
+        model = cls(tokenizer=str(tmp_path), pretrained=str(tmp_path), num_query_tokens=4, frame_fusion=fusion,
+                    prompt="a video of").eval()
+        captions = ["a red circle moves left", "a blue square"]
+        torch.manual_seed(3)
+        pixels = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            ours = float(model({"video": pixels[:, None], "text_input": captions})["loss"])
+        assert ours == pytest.approx(transformers_loss(tmp_path, model, captions, pixels), rel=1e-5, abs=1e-6)
+
+
+# -- LAVIS checkpoints ---------------------------------------------------------------------------
+def lavis_layout(hf: Blip2ForConditionalGeneration, lm: str = "opt") -> dict:
+    """``hf``'s image side, Q-Former and projection written under LAVIS's own key names (as
+    blip2_pretrained_*.pth holds them), plus the stage-1 parts a captioner does not use."""
+    sd = hf.state_dict()
+    out = {"query_tokens": sd["query_tokens"], "ln_vision.weight": sd["vision_model.post_layernorm.weight"],
+           "ln_vision.bias": sd["vision_model.post_layernorm.bias"],
+           "visual_encoder.cls_token": sd["vision_model.embeddings.class_embedding"],
+           "visual_encoder.pos_embed": sd["vision_model.embeddings.position_embedding"],
+           "visual_encoder.patch_embed.proj.weight": sd["vision_model.embeddings.patch_embedding.weight"],
+           "visual_encoder.patch_embed.proj.bias": sd["vision_model.embeddings.patch_embedding.bias"],
+           "Qformer.bert.embeddings.LayerNorm.weight": sd["qformer.layernorm.weight"],
+           "Qformer.bert.embeddings.LayerNorm.bias": sd["qformer.layernorm.bias"],
+           f"{lm}_proj.weight": sd["language_projection.weight"], f"{lm}_proj.bias": sd["language_projection.bias"]}
+    d = hf.config.vision_config.hidden_size
+    for i in range(hf.config.vision_config.num_hidden_layers):
+        v, b = f"vision_model.encoder.layers.{i}.", f"visual_encoder.blocks.{i}."
+        for lavis, ours in (("norm1", "layer_norm1"), ("norm2", "layer_norm2"), ("attn.proj", "self_attn.projection"),
+                            ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
+            out[f"{b}{lavis}.weight"], out[f"{b}{lavis}.bias"] = sd[f"{v}{ours}.weight"], sd[f"{v}{ours}.bias"]
+        out[f"{b}attn.qkv.weight"] = sd[f"{v}self_attn.qkv.weight"]
+        qkv_bias = sd[f"{v}self_attn.qkv.bias"].clone()
+        qkv_bias[d:2 * d] = 0  # EVA's attention has no key bias
+        sd[f"{v}self_attn.qkv.bias"].copy_(qkv_bias)
+        out[f"{b}attn.q_bias"], out[f"{b}attn.v_bias"] = qkv_bias[:d], qkv_bias[2 * d:]
+    for k, t in sd.items():
+        if k.startswith("qformer.encoder."):
+            lavis = k.replace("qformer.", "Qformer.bert.", 1).replace(".attention.attention.", ".attention.self.") \
+                .replace(".crossattention.attention.", ".crossattention.self.")
+            out[lavis] = t
+    h = hf.config.qformer_config.hidden_size
+    out.update({  # stage-1 only: the text side of the Q-Former and the ITC/ITM heads
+        "Qformer.bert.embeddings.word_embeddings.weight": torch.randn(30, h),
+        "Qformer.bert.embeddings.position_embeddings.weight": torch.randn(16, h),
+        "Qformer.bert.embeddings.position_ids": torch.arange(16)[None],
+        "Qformer.bert.encoder.layer.0.intermediate.dense.weight": torch.randn(64, h),
+        "Qformer.bert.encoder.layer.0.output.dense.weight": torch.randn(h, 64),
+        "Qformer.cls.predictions.bias": torch.randn(30), "vision_proj.weight": torch.randn(8, h),
+        "text_proj.weight": torch.randn(8, h), "itm_head.weight": torch.randn(2, h), "temp": torch.tensor(0.07)})
+    return out
+
+
+def test_lavis_pretrained_and_finetuned_checkpoints_load_by_key_map(hf_dir, tmp_path):
+    from vcap.models.blip2.lavis_weights import load_lavis_checkpoint
+
+    source = Blip2ForConditionalGeneration.from_pretrained(hf_dir)
+    torch.manual_seed(5)
+    for p in source.parameters():  # weights unlike hf_dir's, so loading visibly changes the model
+        p.data.add_(torch.randn_like(p) * 0.1)
+    pretrained = lavis_layout(source)
+    torch.save({"model": pretrained}, tmp_path / "blip2_pretrained_opt.pth")
+    model = Blip2OPTVideo(tokenizer=str(hf_dir), pretrained=str(hf_dir), num_query_tokens=4,
+                          lavis_checkpoint=str(tmp_path / "blip2_pretrained_opt.pth")).eval()
+    want = source.state_dict()
+    for k, v in model.state_dict().items():
+        if not k.startswith(("language_model.", "temporal_embedding")):
+            assert torch.equal(v, want[k]), k
+    report = load_lavis_checkpoint(model, tmp_path / "blip2_pretrained_opt.pth")
+    assert all(k.startswith(("language_model.", "temporal_embedding")) for k in report["missing"])
+    assert len(report["ignored"]) == 10
+    # a LAVIS checkpoint's vision weights are a named source too: frozen, they stay out of vcap checkpoints
+    assert "vision_model.post_layernorm.weight" in model.frozen_pretrained_keys()
+    assert model.checkpoint_metadata()["lavis_checkpoint"].endswith("blip2_pretrained_opt.pth")
+
+    # seed 003's checkpoint_best.pth: only what trained (Q-Former, queries, projection, peft LoRA), with
+    # the optimizer and config LAVIS saves beside it
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    peft_prefix = "opt_model.base_model.model.model.decoder.layers.0.self_attn"
+    finetuned = {k: v + 1 for k, v in pretrained.items() if k.startswith(("Qformer.bert.encoder", "query_tokens", "opt_proj"))}
+    finetuned[f"{peft_prefix}.q_proj.lora_A.default.weight"] = torch.full((4, 32), 0.5)
+    finetuned[f"{peft_prefix}.v_proj.lora_B.default.weight"] = torch.full((32, 4), 0.25)
+    torch.save({"model": finetuned, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5}]},
+                "config": {"model": {"arch": "blip2_opt"}}, "scaler": None, "epoch": 4}, tmp_path / "checkpoint_best.pth")
+    tuned = Blip2OPTVideo(tokenizer=str(hf_dir), pretrained=str(hf_dir), num_query_tokens=4, lora=lora,
+                          lavis_checkpoint=[str(tmp_path / "blip2_pretrained_opt.pth"),
+                                            str(tmp_path / "checkpoint_best.pth")])
+    sd = tuned.state_dict()
+    assert torch.equal(sd["query_tokens"], want["query_tokens"] + 1)
+    assert torch.equal(sd["vision_model.post_layernorm.weight"], want["vision_model.post_layernorm.weight"])
+    assert torch.equal(sd["language_model.model.decoder.layers.0.self_attn.q_proj.lora_A.default.weight"],
+                       torch.full((4, 32), 0.5))
+
+
+def test_lavis_checkpoint_errors_name_keys_and_code_is_refused(hf_dir, tmp_path):
+    source = Blip2ForConditionalGeneration.from_pretrained(hf_dir)
+    bad = lavis_layout(source)
+    bad["Qformer.bert.encoder.layer.0.attention.self.query.weight"] = torch.zeros(8, 8)
+    bad["visual_encoder.fc_norm.weight"] = torch.zeros(32)
+    torch.save(bad, tmp_path / "unknown.pth")
+    with pytest.raises(ValueError, match="visual_encoder.fc_norm.weight"):
+        Blip2OPTVideo(tokenizer=str(hf_dir), pretrained=str(hf_dir), num_query_tokens=4,
+                      lavis_checkpoint=str(tmp_path / "unknown.pth"))
+    del bad["visual_encoder.fc_norm.weight"]
+    torch.save(bad, tmp_path / "shape.pth")
+    with pytest.raises(ValueError, match=r"attention.attention.query.weight: file \(8, 8\) vs model \(32, 32\)"):
+        Blip2OPTVideo(tokenizer=str(hf_dir), pretrained=str(hf_dir), num_query_tokens=4,
+                      lavis_checkpoint=str(tmp_path / "shape.pth"))
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this ran on load",))
+
+    torch.save({"model": {"query_tokens": torch.zeros(1)}, "hook": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="refused"):
+        Blip2OPTVideo(tokenizer=str(hf_dir), pretrained=str(hf_dir), num_query_tokens=4,
+                      lavis_checkpoint=str(tmp_path / "evil.pth"))

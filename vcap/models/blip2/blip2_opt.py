@@ -41,6 +41,11 @@ class Blip2OPTVideo(Captioner):
             temporal embedding then starts at zero (the model starts as the image model).
         lora: LoRA on the LLM through peft, e.g. ``{r: 8, alpha: 16, dropout: 0.05, target_modules:
             [q_proj, v_proj]}`` (seed 003's SCST setting); only the adapters of the LLM train.
+        lavis_checkpoint: a LAVIS checkpoint, or a list loaded in order (``blip2_pretrained_opt2.7b.pth``,
+            then a fine-tuned ``checkpoint_best.pth``), mapped key by key onto this model after ``pretrained``
+            and ``lora``; see ``lavis_weights``.
+        grad_checkpointing: recompute the activations of the ViT and the LLM layers in the backward pass
+            (torch.utils.checkpoint, non-reentrant) where they train.
     """
 
     PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/blip2_opt/tiny.yaml"}
@@ -49,7 +54,8 @@ class Blip2OPTVideo(Captioner):
                  prompt: str = "a video of", frame_fusion: Literal["concat_tokens", "concat_queries"] = "concat_tokens",
                  temporal_embedding: bool = True, max_frames: int = 32, freeze_vit: bool = True,
                  freeze_llm: bool = True, max_txt_len: int = 32, pretrained: str | None = None,
-                 lora: dict | None = None):
+                 lora: dict | None = None, lavis_checkpoint: str | list[str] | None = None,
+                 grad_checkpointing: bool = False):
         super().__init__()
         if frame_fusion not in ("concat_tokens", "concat_queries"):
             raise ValueError(f"frame_fusion {frame_fusion!r}: expected 'concat_tokens' or 'concat_queries'")
@@ -111,6 +117,18 @@ class Blip2OPTVideo(Captioner):
                 self.language_model.requires_grad_(False)
                 for n, p in self.language_model.named_parameters():
                     p.requires_grad_("lora_" in n)
+        # weights that come from a source named in the config: frozen ones stay out of checkpoints
+        self._sourced_keys = {k for k in self.state_dict() if k.startswith(("vision_model.", "language_model."))
+                              and "lora_" not in k} if pretrained else set()
+        paths = [lavis_checkpoint] if isinstance(lavis_checkpoint, str) else list(lavis_checkpoint or [])
+        for path in paths:
+            from vcap.models.blip2.lavis_weights import load_lavis_checkpoint
+
+            self._sourced_keys |= set(load_lavis_checkpoint(self, path)["loaded"])
+        self.lavis_checkpoint = paths
+        if grad_checkpointing:
+            for name in ("vision_model", "language_model"):
+                getattr(self, name).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     LM_CLASS = OPTForCausalLM
 
@@ -162,16 +180,15 @@ class Blip2OPTVideo(Captioner):
         return generate_from_prefix(self.language_model, prefix, self.tokenizer, **gen_cfg)
 
     def frozen_pretrained_keys(self) -> list[str]:
-        """Frozen weights that came from ``pretrained`` are not written into vcap checkpoints."""
-        if not self.pretrained:
-            return []
+        """Frozen weights that came from ``pretrained`` or a LAVIS checkpoint are not written into vcap
+        checkpoints: the config names their source and rebuilding the model reloads them."""
         trainable = {k for k, p in self.named_parameters() if p.requires_grad}
-        frozen = [m for m in ("vision_model", "language_model")
-                  if not any(k.startswith(m + ".") and "lora_" not in k for k in trainable)]
-        return [k for k in self.state_dict() if k.split(".")[0] in frozen and "lora_" not in k]
+        return sorted(k for k in self._sourced_keys if k not in trainable)
 
     def checkpoint_metadata(self) -> dict[str, str]:
         meta = super().checkpoint_metadata()
         if self.pretrained:
             meta["pretrained"] = str(self.pretrained)  # where the frozen weights left out come from
+        if self.lavis_checkpoint:
+            meta["lavis_checkpoint"] = ",".join(map(str, self.lavis_checkpoint))
         return meta

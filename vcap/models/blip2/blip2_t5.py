@@ -26,7 +26,10 @@ class Blip2T5Video(Blip2OPTVideo):
             "decoder_start_token_id": tok.pad_token_id}))
 
     def _prompt_ids(self) -> torch.Tensor:
-        return torch.tensor(self.tokenizer.ids(self.prompt), dtype=torch.long, device=self.device)
+        """The prompt ends with EOS, as T5's tokenizer ends every encoder input (and LAVIS's BLIP-2 T5 was
+        trained that way)."""
+        ids = self.tokenizer.ids(self.prompt) + [self.tokenizer.eos_token_id]
+        return torch.tensor(ids, dtype=torch.long, device=self.device)
 
     def _token_logprobs(self, video_embeds: torch.Tensor, target_ids: torch.Tensor,
                         target_mask: torch.Tensor) -> torch.Tensor:
