@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from conftest import REPO, TINY_SPEC
@@ -212,3 +213,35 @@ def test_clipcap_trains_from_cached_features_without_any_video(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"]["num_bad_videos"] == 0 and metrics["test"]["num_videos"] == TINY_SPEC["num_test"]
     assert not (out / "bad_samples.jsonl").exists()
+
+
+def test_fsdp_trains_like_ddp_and_its_checkpoint_loads_unsharded(tmp_path):
+    """run.fsdp on 2 gloo ranks: the same steps as DDP give the same weights; evaluation (generation,
+    whose length differs per rank) and SCST sampling run on the sharded model; the checkpoint, written
+    from the gathered full state, evaluates in one unsharded process to the same metrics."""
+    from safetensors.torch import load_file
+
+    project, ds = "projects/demo/caption_synthetic.yaml", "synthetic_caption"
+    lora = ["model.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}", "model.freeze_llm=true"]
+    common = ["run.max_epoch=1", "run.max_iters=4", "run.valid_splits=[]", "run.accum_grad_iters=2", *lora]
+    weights = {}
+    for mode in ("ddp", "fsdp"):
+        run(torchrun("train.py", "--cfg-path", project, *options(ds, tmp_path / mode, *common,
+                                                                 f"run.fsdp={str(mode == 'fsdp').lower()}")), tmp_path)
+        weights[mode] = load_file(str(tmp_path / mode / "checkpoints" / "last.safetensors"))
+    assert weights["ddp"].keys() == weights["fsdp"].keys()
+    assert any("lora_B" in k for k in weights["fsdp"])
+    for k, v in weights["ddp"].items():
+        assert torch.allclose(v, weights["fsdp"][k], atol=2e-5, rtol=1e-4), k
+    sharded = json.loads((tmp_path / "fsdp" / "metrics.json").read_text())["test"]
+    again = tmp_path / "unsharded"
+    run([sys.executable, "evaluate.py", "--cfg-path", project, *options(
+        ds, again, *lora, f"model.checkpoint={tmp_path / 'fsdp' / 'checkpoints' / 'last.safetensors'}")], tmp_path)
+    assert json.loads((again / "evaluate" / "metrics.json").read_text())["test"]["CIDEr"] == sharded["CIDEr"]
+
+    run(torchrun("train.py", "--cfg-path", "projects/demo/caption_synthetic_scst.yaml", *options(
+        ds, tmp_path / "scst", *lora, f"model.checkpoint={tmp_path / 'fsdp' / 'checkpoints' / 'last.safetensors'}",
+        "run.max_epoch=1", "run.max_iters=2", "run.valid_splits=[]", "run.test_splits=[]", "run.fsdp=true",
+        "run.log_freq=1")), tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "scst" / "log.jsonl").read_text().splitlines()]
+    assert "train/reward" in set().union(*rows)

@@ -151,3 +151,28 @@ def test_meanp_is_blind_to_frame_order_and_seqlstm_is_not(word_tokenizer_path):
             seq = build("clip4clip", word_tokenizer_path, sim_header=header).eval()
             # at initialisation seqTransf sees order only through small position embeddings: > float noise
             assert (seq.encode_video(s) - seq.encode_video(rev)).abs().max() > 1e-5, header
+
+
+@pytest.mark.parametrize("arch", ["blip2_opt", "blip2_t5"])
+def test_gradient_checkpointing_recomputes_to_the_same_gradients(arch, word_tokenizer_path):
+    """Activations of the ViT and LLM layers are recomputed in backward (torch.utils.checkpoint); the
+    loss and every gradient stay what they were. Dropout off so both passes see the same network."""
+    grads = []
+    for ckpt in (False, True):
+        model = build(arch, word_tokenizer_path, grad_checkpointing=ckpt, freeze_vit=False, freeze_llm=False)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        model.train()
+        calls = []
+        lm_layer = next(m for m in model.language_model.modules() if type(m).__name__ in ("OPTDecoderLayer", "T5Block"))
+        for layer in (model.vision_model.encoder.layers[0], lm_layer):  # hooks on a Linear inside the layer: the
+            inner = next(m for m in layer.modules() if isinstance(m, torch.nn.Linear))  # layer's own stay outside
+            inner.register_forward_pre_hook(lambda m, i: calls.append(type(m).__name__))
+        loss = model(samples())["loss"]
+        loss.backward()
+        assert len(calls) == (4 if ckpt else 2)  # recomputed in backward: each layer ran forward twice
+        grads.append((float(loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_a, a), (loss_b, b) = grads
+    assert loss_a == pytest.approx(loss_b, abs=1e-6) and a.keys() == b.keys()
+    assert all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)

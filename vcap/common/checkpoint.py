@@ -33,10 +33,13 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
             tmp.unlink()
 
 
-def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> None:
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None,
+                 state: dict | None = None) -> None:
+    """``state`` (default: ``model.state_dict()``) is given for a sharded model, gathered beforehand."""
     skip = set(getattr(model, "frozen_pretrained_keys", lambda: [])())
+    state = model.state_dict() if state is None else state
     # clone: safetensors refuses tensors that share storage (tied embeddings)
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items() if k not in skip}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items() if k not in skip}
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     meta["frozen_keys"] = json.dumps(sorted(skip))
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
@@ -60,7 +63,9 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict:
         frozen = set(json.loads((f.metadata() or {}).get("frozen_keys", "[]")))
         for k in f.keys():
             state[k] = f.get_tensor(k)
-    result = model.load_state_dict(state, strict=False)
+    from vcap.common.fsdp import is_sharded, load_full_state_dict
+
+    result = load_full_state_dict(model, state) if is_sharded(model) else model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k not in frozen]
     report = {"missing": missing, "unexpected": list(result.unexpected_keys)}
     if missing or report["unexpected"]:

@@ -86,6 +86,7 @@ class RunConfig:
     accum_grad_iters: int = 1
     max_grad_norm: Optional[float] = 1.0
     amp: Literal["bf16", "fp16", "none"] = "bf16"  # used on GPU only
+    fsdp: bool = False  # shard parameters, gradients and optimizer state over the ranks (torch FSDP2) instead of DDP
     # evaluation
     train_splits: list = field(default_factory=lambda: ["train"])
     valid_splits: list = field(default_factory=lambda: ["val"])

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from vcap.common import dist
 from vcap.common.checkpoint import load_weights, save_weights
 from vcap.common.config import run_config
+from vcap.common.fsdp import full_state_dict, gathered, is_sharded, set_gradient_sync, shard_model
 from vcap.common.logger import MetricWriter
 from vcap.common.optim import param_groups
 from vcap.common.registry import registry
@@ -142,6 +143,9 @@ class RunnerBase:
 
     def setup_optimization(self, steps_per_epoch: int) -> None:
         r = self.run
+        if r.fsdp and dist.is_dist():  # before the optimizer: it must hold the sharded parameters
+            n = shard_model(self.model, getattr(self.model, "FSDP_LAYERS", ()))
+            log.info("FSDP: %d layers sharded over %d ranks", n, dist.get_world_size())
         total = r.max_iters if r.max_iters else r.max_epoch * steps_per_epoch
         lr_scales = getattr(self.model, "lr_scales", lambda: {})()
         self.optimizer = torch.optim.AdamW(param_groups(self.model, r.weight_decay, lr_scales), lr=r.init_lr,
@@ -152,7 +156,7 @@ class RunnerBase:
             warmup_lr=r.warmup_lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.total_steps = total
-        if dist.is_dist():
+        if dist.is_dist() and not is_sharded(self.model):
             self.ddp = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def autocast(self):
@@ -220,6 +224,8 @@ class RunnerBase:
             if trace:
                 trace.write("".join(f"{k}\n" for k in batch.get("key", batch["video_id"])))
             sync = (i + 1) % accum == 0
+            if is_sharded(self.model):
+                set_gradient_sync(self.model, sync)
             with (contextlib.nullcontext() if sync or self.ddp is None else self.ddp.no_sync()):
                 with self.autocast():
                     out = self.task.train_step(model, batch)
@@ -230,7 +236,8 @@ class RunnerBase:
             self.scaler.unscale_(self.optimizer)
             grad_norm = None
             if self.run.max_grad_norm:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.max_grad_norm))
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.max_grad_norm)
+                grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
@@ -265,7 +272,7 @@ class RunnerBase:
             for name, ds in found.items():
                 key = split if len(self.datasets) == 1 else f"{name}/{split}"
                 t0 = time.time()
-                with self.autocast():
+                with self.autocast(), gathered(model):
                     metrics = self.task.evaluate(model, self.bad_samples.tracked(self.eval_loader(ds)), ds,
                                                  key.replace("/", "_"), self.output_dir)
                 self.bad_samples.report(self.epoch, key)
@@ -297,10 +304,11 @@ class RunnerBase:
 
     # -- outputs ---------------------------------------------------------------------------------
     def save_checkpoint(self, name: str) -> None:
+        state = full_state_dict(self.model) if is_sharded(self.model) else None  # a collective: every rank
         if dist.is_main_process():
             meta = {"arch": self.cfg.model.arch, "model_type": self.cfg.model.model_type, "step": str(self.step),
                     **self.model.checkpoint_metadata()}
-            save_weights(self.model, self.ckpt_dir / f"{name}.safetensors", meta)
+            save_weights(self.model, self.ckpt_dir / f"{name}.safetensors", meta, state=state)
         dist.barrier()
 
     def write_metrics(self, metrics: dict) -> None:

@@ -14,6 +14,7 @@ import logging
 
 import torch
 
+from vcap.common.fsdp import gathered
 from vcap.common.registry import registry
 from vcap.evaluation.cider import CiderD
 from vcap.tasks.captioning import CaptioningTask
@@ -61,14 +62,16 @@ class SCSTTask(CaptioningTask):
         common = {"max_new_tokens": r.max_new_tokens, "min_new_tokens": r.min_new_tokens}
         was_training = model.training
         model.eval()
+        # sharded (run.fsdp): generation steps differ per rank, so the full weights are held meanwhile
         try:
-            if sc.sample_method == "sample":
-                ids = model.generate_ids(samples, num_beams=1, do_sample=True, temperature=sc.temperature,
-                                         top_p=sc.top_p, num_return_sequences=sc.num_samples, **common)
-            else:
-                ids = model.generate_ids(samples, num_beams=max(sc.num_samples, r.num_beams),
-                                         num_return_sequences=sc.num_samples, **common)
-            greedy = model.generate_ids(samples, num_beams=1, **common) if sc.baseline == "greedy" else None
+            with gathered(model):
+                if sc.sample_method == "sample":
+                    ids = model.generate_ids(samples, num_beams=1, do_sample=True, temperature=sc.temperature,
+                                             top_p=sc.top_p, num_return_sequences=sc.num_samples, **common)
+                else:
+                    ids = model.generate_ids(samples, num_beams=max(sc.num_samples, r.num_beams),
+                                             num_return_sequences=sc.num_samples, **common)
+                greedy = model.generate_ids(samples, num_beams=1, **common) if sc.baseline == "greedy" else None
         finally:
             model.train(was_training)
         return ids, greedy

@@ -131,6 +131,8 @@ class Blip2OPTVideo(Captioner):
                 getattr(self, name).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     LM_CLASS = OPTForCausalLM
+    # layers run.fsdp shards on their own (ViT, Q-Former and LLM blocks); the rest is sharded at the root
+    FSDP_LAYERS = ("Blip2EncoderLayer", "Blip2QFormerLayer", "OPTDecoderLayer", "T5Block")
 
     @staticmethod
     def new_language_model(text_config: dict, tok) -> torch.nn.Module:
