@@ -245,3 +245,22 @@ def test_fsdp_trains_like_ddp_and_its_checkpoint_loads_unsharded(tmp_path):
         "run.log_freq=1")), tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "scst" / "log.jsonl").read_text().splitlines()]
     assert "train/reward" in set().union(*rows)
+
+
+def test_cache_vit_features_needs_repeating_clips_and_then_hits(tmp_path):
+    project, ds = "projects/demo/caption_synthetic.yaml", "synthetic_caption"
+    base = ["run.max_epoch=2", "run.valid_splits=[]", "run.test_splits=[]", "run.cache_vit_features=true",
+            "model.freeze_vit=true"]
+    p = subprocess.run([sys.executable, "train.py", "--cfg-path", project, *options(ds, tmp_path / "refused", *base)],
+                       cwd=REPO, env=env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0
+    assert "run.cache_vit_features: datasets.synthetic_caption 'train' uses VideoTrainProcessor with sampling 'rand'" \
+        in p.stderr
+    ok = tmp_path / "cached"
+    p = run([sys.executable, "train.py", "--cfg-path", project, *options(
+        ds, ok, *base, f"datasets.{ds}.vis_processor.train={{name: video_eval, num_frames: 4, sampling: uniform, "
+                       f"image_size: 32}}")], tmp_path)
+    rates = [float(x) for x in re.findall(r"ViT feature cache \(rank 0\): \d+ clips, [\d.]+ GB, hit rate ([\d.]+)%",
+                                          p.stderr + p.stdout)]
+    # epoch 0: each video's 3 captions share its clip (40 videos, 120 items); epoch 1: every clip is cached
+    assert len(rates) == 2 and rates[0] == pytest.approx(100 * 80 / 120, abs=0.05) and rates[1] == 100.0

@@ -176,3 +176,24 @@ def test_gradient_checkpointing_recomputes_to_the_same_gradients(arch, word_toke
     (loss_a, a), (loss_b, b) = grads
     assert loss_a == pytest.approx(loss_b, abs=1e-6) and a.keys() == b.keys()
     assert all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
+
+
+def test_vit_cache_reuses_frozen_vit_outputs_by_clip_content(word_tokenizer_path):
+    model = build("blip2_opt", word_tokenizer_path, freeze_vit=True).eval()
+    batch = samples()
+    with torch.no_grad():
+        plain = model.encode_video(batch["video"])
+        model.enable_vit_cache(10**9)
+        calls = []
+        model.vision_model.register_forward_pre_hook(lambda m, i: calls.append(None))
+        first = model.encode_video(batch["video"])
+        again = model.encode_video(batch["video"])
+        other = batch["video"].clone()
+        other[1, 0, 0, 0, 0] += 1  # one pixel of one clip: only that clip is encoded again
+        model.encode_video(other)
+    assert torch.allclose(first, plain, atol=1e-6) and torch.equal(first, again)
+    assert len(calls) == 2 and model.vit_cache.stats()["clips"] == 3
+    assert model.vit_cache.hits == 3 and model.vit_cache.misses == 3
+    trainable_vit = build("blip2_opt", word_tokenizer_path, freeze_vit=False)
+    with pytest.raises(ValueError, match="needs a frozen ViT"):
+        trainable_vit.enable_vit_cache(10**9)

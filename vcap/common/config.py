@@ -86,6 +86,8 @@ class RunConfig:
     accum_grad_iters: int = 1
     max_grad_norm: Optional[float] = 1.0
     amp: Literal["bf16", "fp16", "none"] = "bf16"  # used on GPU only
+    cache_vit_features: bool = False  # keep a frozen ViT's outputs per clip (deterministic processors only)
+    vit_cache_gb: float = 16.0  # per process; clips beyond it are encoded every time
     fsdp: bool = False  # shard parameters, gradients and optimizer state over the ranks (torch FSDP2) instead of DDP
     # evaluation
     train_splits: list = field(default_factory=lambda: ["train"])
@@ -267,6 +269,18 @@ def _check_dataset(section: DictConfig, card: DictConfig, merged: DictConfig, pr
     return problems
 
 
+def _drop_replaced_processors(card: DictConfig, section: DictConfig) -> DictConfig:
+    """A project that names another processor class replaces the card's processor instead of merging
+    into it (the card's keys belong to the class it named)."""
+    card = card.copy()
+    for kind in ("vis_processor", "text_processor"):
+        for split, proc in (section.get(kind) or {}).items():
+            old = (card.get(kind) or {}).get(split)
+            if old is not None and proc is not None and "name" in proc and proc.name != old.get("name"):
+                del card[kind][split]
+    return card
+
+
 def build_config(project: DictConfig | str | os.PathLike, options: list[str] | None = None) -> DictConfig:
     """Merge cards, project and overrides into one validated config.
 
@@ -314,6 +328,7 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
             section = section or OmegaConf.create({})
             try:
                 card = _dataset_card(name, section.get("type", "default"))
+                card = _drop_replaced_processors(card, section)
                 merged.datasets[name] = OmegaConf.merge(card, section)
                 problems.extend(_check_dataset(section, card, merged.datasets[name], f"datasets.{name}"))
             except (KeyError, ConfigError) as e:

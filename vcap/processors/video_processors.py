@@ -39,6 +39,13 @@ class _VideoProcessor(BaseProcessor):
         self.sample_fps, self.fps_slice, self.backend = sample_fps, fps_slice, backend
         self.short_side = int(round(decode_scale * image_size)) if decode_scale else None
 
+    @property
+    def deterministic(self) -> bool:
+        """The same video gives the same pixels every time (no random frames, order or augmentation)."""
+        return self.sampling in ("uniform", "fps") and self.frame_order != "shuffle" and not self.augments
+
+    augments = False
+
     def load(self, path, seed: int | None = None, decoded: DecodedVideo | None = None, start: float | None = None,
              end: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(frames uint8 T C H W, mask of real frames) of ``path``, or of its already ``decoded`` frames."""
@@ -89,6 +96,8 @@ class VideoTrainProcessor(_VideoProcessor):
     ``hflip`` is off by default: it swaps left and right, which contradicts captions that name a
     direction of motion.
     """
+
+    augments = True  # a random crop per clip
 
     def __init__(self, num_frames: int = 8, sampling: Sampling = "rand",
                  image_size: int = 224, mean: tuple = CLIP_MEAN, std: tuple = CLIP_STD,

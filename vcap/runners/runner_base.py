@@ -107,7 +107,30 @@ class RunnerBase:
         self.bad_samples = BadSamples(self.output_dir, self.run.max_bad_sample_ratio)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.run.amp) \
             if device.type == "cuda" else None
+        self.setup_vit_cache()
 
+    def setup_vit_cache(self) -> None:
+        """``run.cache_vit_features``: refused, naming the reason, unless every training clip repeats its pixels."""
+        r = self.run
+        if not r.cache_vit_features:
+            return
+        arch = self.cfg.model.arch
+        if not hasattr(self.model, "enable_vit_cache"):
+            raise ValueError(f"run.cache_vit_features: model.arch {arch!r} has no ViT feature cache (BLIP-2 "
+                             f"captioners have one; CLIP-feature models use `vcap extract-features` instead)")
+        if r.fsdp:
+            raise ValueError("run.cache_vit_features cannot be combined with run.fsdp: a sharded ViT must run its "
+                             "forward on every rank together, and cache hits differ per rank")
+        for name, splits in self.datasets.items():
+            for split in r.train_splits:
+                proc = getattr(splits.get(split), "vis_processor", None)
+                if proc is not None and not getattr(proc, "deterministic", True):
+                    raise ValueError(
+                        f"run.cache_vit_features: datasets.{name} {split!r} uses {type(proc).__name__} with sampling "
+                        f"{proc.sampling!r}{' and a random crop' if getattr(proc, 'augments', False) else ''}: its "
+                        f"clips change every epoch, so cached ViT outputs would never be reused. Use the video_eval "
+                        f"processor with uniform (or fps) sampling for training, or turn the cache off")
+        self.model.enable_vit_cache(int(r.vit_cache_gb * 1e9))
     # -- set-up ----------------------------------------------------------------------------------
     def save_config(self) -> None:
         if dist.is_main_process():
@@ -256,6 +279,10 @@ class RunnerBase:
         if trace:
             trace.close()
         self.bad_samples.report(epoch, "train")
+        if getattr(self.model, "vit_cache", None) is not None:
+            stats = self.model.vit_cache.stats(reset=True)
+            log.info("ViT feature cache (rank %d): %d clips, %.3f GB, hit rate %.1f%%", dist.get_rank(), stats["clips"],
+                     stats["gb"], 100 * stats["hit_rate"])
         log.info("epoch %d: %d steps in %.1fs (global step %d)", epoch, self.step - first_step, time.time() - t0,
                  self.step)
 

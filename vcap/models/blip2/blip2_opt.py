@@ -140,13 +140,32 @@ class Blip2OPTVideo(Captioner):
                                            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}))
 
     # -- the one shared encoding path: video -> LM input embeddings ------------------------------
+    vit_cache = None
+
+    def enable_vit_cache(self, max_bytes: int) -> None:
+        """Keep the frozen ViT's outputs per clip (``run.cache_vit_features``)."""
+        from vcap.models.vit_cache import ViTFeatureCache
+
+        if "vision_model" not in self._frozen_modules:
+            raise ValueError("run.cache_vit_features needs a frozen ViT (model.freeze_vit: true): a ViT that trains "
+                             "gives new outputs every step")
+        self.vit_cache = ViTFeatureCache(max_bytes)
+
+    def _vit(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) -> (B, T, P, Dv) ViT tokens (after the ViT's final layer norm)."""
+        b, t = video.shape[:2]
+        tokens = self.vision_model(pixel_values=video.flatten(0, 1)).last_hidden_state
+        return tokens.view(b, t, *tokens.shape[1:])
+
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) pixels -> (B, N, D_lm) query embeddings for the LM."""
         b, t = video.shape[:2]
         if t > self.max_frames and self.temporal_embedding is not None:
             raise ValueError(f"got {t} frames but the temporal embedding covers max_frames={self.max_frames}")
-        tokens = self.vision_model(pixel_values=video.flatten(0, 1)).last_hidden_state  # (B*T, P, Dv)
-        tokens = tokens.view(b, t, *tokens.shape[1:])
+        if self.vit_cache is not None:
+            tokens = self.vit_cache(video, self._vit, self.device)
+        else:
+            tokens = self._vit(video.to(self.device))
         if self.temporal_embedding is not None:
             tokens = tokens + self.temporal_embedding[:t, None, :]
         if self.frame_fusion == "concat_tokens":
@@ -169,7 +188,7 @@ class Blip2OPTVideo(Captioner):
         return prefix, prefix.shape[1]
 
     def visual(self, samples: dict) -> torch.Tensor:
-        return self.encode_video(samples["video"].to(self.device))
+        return self.encode_video(samples["video"])
 
     def _token_logprobs(self, video_embeds: torch.Tensor, target_ids: torch.Tensor,
                         target_mask: torch.Tensor) -> torch.Tensor:
