@@ -243,3 +243,29 @@ def test_lavis_checkpoint_errors_name_keys_and_code_is_refused(hf_dir, tmp_path)
     with pytest.raises(ValueError, match="refused"):
         Blip2OPTVideo(tokenizer=str(hf_dir), pretrained=str(hf_dir), num_query_tokens=4,
                       lavis_checkpoint=str(tmp_path / "evil.pth"))
+
+
+@pytest.mark.parametrize("project,lm", [("projects/msrvtt_ft.yaml", "t5"), ("projects/msrvtt_scst.yaml", "t5"),
+                                        ("projects/msrvtt_ft_opt2.7b.yaml", "opt")])
+def test_seed003_projects_build_their_model_from_a_local_blip2(project, lm, tmp_path, word_tokenizer_path):
+    """The headline projects with a tiny transformers BLIP-2 standing in for the hub weights: LoRA lands on
+    the LLM's q/v, the ViT and LLM stay frozen, the model trains and captions."""
+    from vcap.common.config import build_config
+    from vcap.common.registry import registry
+
+    word = WordTokenizer.load(word_tokenizer_path)
+    text = T5_CONFIG(word) if lm == "t5" else dict(
+        model_type="opt", hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
+        word_embed_proj_dim=32, vocab_size=len(word) + 4)
+    save_tiny_blip2(tmp_path, word, text)
+    cfg = build_config(project, [f"model.pretrained={tmp_path}", f"model.tokenizer={tmp_path}",
+                                 "model.num_query_tokens=4", "model.checkpoint=null"])
+    model = registry.get_model_class(cfg.model.arch).from_config(cfg.model).train()
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == ({"query_tokens", "qformer", "language_projection"} |
+                         ({"language_model"} if cfg.model.lora else set()))
+    if cfg.model.lora:
+        assert any(".q.lora_A" in n or ".q_proj.lora_A" in n for n, _ in model.named_parameters())
+    model(samples())["loss"].backward()
+    model.eval()
+    assert len(model.generate(samples(), num_beams=2, max_new_tokens=4, min_new_tokens=1)) == 2

@@ -85,6 +85,17 @@ def test_torchrun_train_then_evaluate_from_checkpoint(project, ds, monitor, keys
              "--options", *[o.format(ds=ds) for o in SMALL], f"model.checkpoint={ckpt}"], tmp_path)
     assert [line.split("\t")[1] for line in p.stdout.strip().splitlines()] == [r["prediction"] for r in rows]
     assert "missing.mp4\t(skipped: file does not exist)" in p.stderr
+    # and in Python, as LAVIS users do: the checkpoint's model with its processors gives the same captions
+    import torch
+
+    from vcap import load_model_and_preprocess
+
+    model, vis, txt = load_model_and_preprocess("blip2_opt", "tiny", checkpoint=str(ckpt))
+    clips = torch.stack([vis["eval"](vis["eval"].load(videos / f"{r['video_id']}.mp4")[0]) for r in rows])
+    assert model.generate({"video": clips}, num_beams=1, max_new_tokens=16) == [r["prediction"] for r in rows]
+    assert txt["eval"]("A Cat, running!") == "a cat running"
+    with pytest.raises(ValueError, match="pass checkpoint="):
+        load_model_and_preprocess("blip2_opt", "tiny")
 
     # evaluate.py --results: the written predictions against the written COCO-style ground truth, no model
     results, gt = out / "evaluate" / "results" / "test.json", out / "evaluate" / "gt" / "test.json"

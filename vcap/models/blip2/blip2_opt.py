@@ -48,7 +48,8 @@ class Blip2OPTVideo(Captioner):
             (torch.utils.checkpoint, non-reentrant) where they train.
     """
 
-    PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/blip2_opt/tiny.yaml"}
+    PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/blip2_opt/tiny.yaml",
+                                    "opt2.7b": "configs/models/blip2_opt/opt2.7b.yaml"}
 
     def __init__(self, tokenizer: str = "word", blip2_config: dict | None = None, num_query_tokens: int = 32,
                  prompt: str = "a video of", frame_fusion: Literal["concat_tokens", "concat_queries"] = "concat_tokens",

@@ -16,7 +16,8 @@ class Blip2T5Video(Blip2OPTVideo):
     """Arguments as ``blip2_opt``; ``blip2_config.text_config`` is a ``T5Config`` and ``pretrained`` a
     transformers BLIP-2 Flan-T5 (``Salesforce/blip2-flan-t5-xl``)."""
 
-    PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/blip2_t5/tiny.yaml"}
+    PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/blip2_t5/tiny.yaml",
+                                    "flant5xl": "configs/models/blip2_t5/flant5xl.yaml"}
     LM_CLASS = T5ForConditionalGeneration
 
     @staticmethod
