@@ -21,6 +21,7 @@ setup(
         "pycocoevalcap>=1.2",
         "safetensors>=0.4",
         "peft>=0.12",
+        "sentencepiece>=0.2",
         "numpy>=1.24",
         "scipy>=1.10",
         "tqdm>=4.66",

@@ -10,8 +10,8 @@ CAPTIONS = ["a small red circle moves left on a black background", "a big blue s
 
 
 def build(arch, tokenizer, **overrides):
-    task = {"blip2_opt": "captioning", "blip2_t5": "captioning", "clip4clip": "retrieval"}[arch]
-    ds = {"blip2_opt": "synthetic_caption", "blip2_t5": "synthetic_caption", "clip4clip": "synthetic_retrieval"}[arch]
+    task = "retrieval" if arch == "clip4clip" else "captioning"
+    ds = "synthetic_retrieval" if arch == "clip4clip" else "synthetic_caption"
     cfg = build_config(OmegaConf.create({
         "model": {"arch": arch, "model_type": "tiny", "tokenizer": tokenizer, **overrides},
         "datasets": {ds: {}}, "run": {"task": task, "output_dir": "o"}}))
@@ -25,7 +25,7 @@ def samples(t=4):
 
 
 MODELS = [("blip2_opt", {}), ("blip2_opt", {"frame_fusion": "concat_queries"}),
-          ("blip2_opt", {"temporal_embedding": False}), ("blip2_t5", {})] + [
+          ("blip2_opt", {"temporal_embedding": False}), ("blip2_t5", {}), ("xclip_lstm", {})] + [
     ("clip4clip", {"sim_header": h, "linear_patch": p})
     for h in ("meanP", "seqLSTM", "seqTransf", "tightTransf") for p in ("2d", "3d")]
 
@@ -77,7 +77,7 @@ def test_concat_queries_hands_t_times_q_tokens_to_the_lm(word_tokenizer_path):
         assert build("blip2_opt", word_tokenizer_path).eval().encode_video(samples(t=3)["video"]).shape == (2, 8, 64)
 
 
-@pytest.mark.parametrize("arch", ["blip2_opt", "blip2_t5"])
+@pytest.mark.parametrize("arch", ["blip2_opt", "blip2_t5", "xclip_lstm"])
 def test_score_sequences_matches_the_training_loss(word_tokenizer_path, arch):
     model = build(arch, word_tokenizer_path).eval()
     s = samples()
@@ -93,7 +93,7 @@ def test_score_sequences_matches_the_training_loss(word_tokenizer_path, arch):
         assert torch.allclose(model.score_sequences(s, ids2), scores.repeat_interleave(3), atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["blip2_opt", "blip2_t5"])
+@pytest.mark.parametrize("arch", ["blip2_opt", "blip2_t5", "xclip_lstm"])
 def test_generate_respects_length_limits_and_is_deterministic(word_tokenizer_path, arch):
     model = build(arch, word_tokenizer_path).eval()
     s = samples()

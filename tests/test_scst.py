@@ -76,3 +76,15 @@ def test_scst_rewards_use_every_reference_of_the_video(word_tokenizer_path, monk
     # the caption is v0's second reference: scoring against the first reference only (seed 003) misses it
     first_only = CiderD({"v0": [CAPTIONS[0]], "v1": [CAPTIONS[1]]}).score(["a red circle moves left"], ["v0"])
     assert rewards[0] > first_only[0] and rewards[0] > rewards[1]
+
+
+@pytest.mark.parametrize("method", ["sample", "beam"])
+def test_scst_trains_the_xclip_lstm_decoder(word_tokenizer_path, method, monkeypatch):
+    """The shared SCST task drives any Captioner: here the LSTM decoder (sampling and beams carry its state)."""
+    model = build("xclip_lstm", word_tokenizer_path)
+    model.train()
+    task = _task(num_samples=3, sample_method=method)
+    monkeypatch.setattr(task.cider, "score", lambda caps, vids: np.arange(len(caps), dtype=float))
+    out = task.train_step(model, {**samples(), "video_id": ["v0", "v1"]})
+    out["loss"].backward()
+    assert float(model.lstm.weight_hh_l0.grad.abs().sum()) > 0 and float(model.head.weight.grad.abs().sum()) > 0

@@ -350,6 +350,7 @@ def extract_features_main(argv=None) -> dict:
     from vcap.datasets.datasets.base import CaptionEvalDataset, load_annotations
     from vcap.datasets.features import extract_features
     from vcap.processors import build_processor
+    from vcap.processors.tokenizer import TRAINED_TOKENIZERS
 
     p = _parser("vcap extract-features", "Cache frozen CLIP frame embeddings of a split (CLIPCap-style training).")
     p.add_argument("--split", default="train")
@@ -365,7 +366,7 @@ def extract_features_main(argv=None) -> dict:
 
     set_seed(cfg.run.seed)  # the initial weights of rank 0 of a training run (a from-scratch frozen encoder)
     task = registry.get_task_class(cfg.run.task).setup_task(cfg)
-    datasets = task.build_datasets(cfg) if cfg.model.get("tokenizer") == "word" and not cfg.model.get("checkpoint") \
+    datasets = task.build_datasets(cfg) if cfg.model.get("tokenizer") in TRAINED_TOKENIZERS and not cfg.model.get("checkpoint") \
         else {}
     model = task.build_model(cfg, datasets)
     if not hasattr(model, "clip_embeddings") or not getattr(model, "freeze_clip", False):

@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vcap.common.checkpoint import load_weights
 from vcap.common.config import MODEL_RESERVED_KEYS, signature_keys
-from vcap.processors.tokenizer import WordTokenizer
+from vcap.processors.tokenizer import TRAINED_TOKENIZERS
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,10 @@ class BaseModel(torch.nn.Module):
     def checkpoint_metadata(self) -> dict[str, str]:
         """Strings stored in the checkpoint header beside the weights (e.g. a trained tokenizer)."""
         tok = getattr(self, "tokenizer", None)
-        return {"tokenizer.json": tok.to_str()} if isinstance(tok, WordTokenizer) else {}
+        for cls, _, key in TRAINED_TOKENIZERS.values():
+            if isinstance(tok, cls):
+                return {key: tok.to_str()}
+        return {}
 
 
 class Captioner(BaseModel):

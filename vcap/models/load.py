@@ -26,6 +26,7 @@ def load_model_and_preprocess(name: str, model_type: str = "tiny", is_eval: bool
     from vcap.common.config import build_config
     from vcap.common.registry import registry
     from vcap.processors import build_processor
+    from vcap.processors.tokenizer import TRAINED_TOKENIZERS
 
     cls = registry.get_model_class(name)
     captioner = hasattr(cls, "generate")
@@ -39,8 +40,8 @@ def load_model_and_preprocess(name: str, model_type: str = "tiny", is_eval: bool
             "datasets": {dataset: {}},
             "run": {"task": "captioning" if captioner else "retrieval", "output_dir": out}}))
         task = registry.get_task_class(cfg.run.task).setup_task(cfg)
-        if cfg.model.get("tokenizer") == "word" and not checkpoint:
-            raise ValueError(f"{name} {model_type!r} uses a word tokenizer learned from training captions: pass "
+        if cfg.model.get("tokenizer") in TRAINED_TOKENIZERS and not checkpoint:
+            raise ValueError(f"{name} {model_type!r} uses a tokenizer learned from training captions: pass "
                              f"checkpoint= (it stores the tokenizer) or tokenizer= a tokenizer file or directory")
         model = task.build_model(cfg, {})
     model = model.to(device)

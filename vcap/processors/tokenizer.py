@@ -94,6 +94,71 @@ class WordTokenizer(_Padded):
         return " ".join(out)
 
 
+class SentencePieceTokenizer(_Padded):
+    """A SentencePiece model trained on a dataset's captions: ids 0-3 are pad, unk, bos, eos."""
+
+    def __init__(self, proto: bytes):
+        import sentencepiece as spm
+
+        self.proto = proto
+        self.sp = spm.SentencePieceProcessor(model_proto=proto)
+        self.pad_token_id, self.unk_token_id = self.sp.pad_id(), self.sp.unk_id()
+        self.bos_token_id, self.eos_token_id = self.sp.bos_id(), self.sp.eos_id()
+        if min(self.pad_token_id, self.bos_token_id, self.eos_token_id) < 0:
+            raise ValueError("the SentencePiece model lacks pad, bos or eos ids; vcap's text models need them")
+
+    @classmethod
+    def train(cls, texts, vocab_size: int = 10000, model_type: str = "unigram") -> "SentencePieceTokenizer":
+        """At most ``vocab_size`` pieces (fewer when the captions do not support that many). ``unigram`` is
+        SentencePiece's default; on a tiny closed vocabulary it keeps little more than characters, where
+        ``bpe`` merges up to whole words."""
+        import io
+
+        import sentencepiece as spm
+
+        texts = [t for t in texts if t.strip()]
+        if not texts:
+            raise ValueError("no captions to train a SentencePiece tokenizer on")
+        model = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sorted(texts)), model_writer=model, vocab_size=vocab_size, model_type=model_type,
+            pad_id=0, unk_id=1, bos_id=2, eos_id=3, hard_vocab_limit=False, character_coverage=1.0,
+            num_threads=1, minloglevel=2)
+        return cls(model.getvalue())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SentencePieceTokenizer":
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"SentencePiece model {str(path)!r} does not exist")
+        return cls(Path(path).read_bytes())
+
+    @classmethod
+    def from_str(cls, blob: str) -> "SentencePieceTokenizer":
+        import base64
+
+        return cls(base64.b64decode(blob))
+
+    def to_str(self) -> str:
+        import base64
+
+        return base64.b64encode(self.proto).decode()
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_bytes(self.proto)
+
+    def __len__(self) -> int:
+        return self.sp.get_piece_size()
+
+    def ids(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def decode(self, ids) -> str:
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        if self.eos_token_id in ids:
+            ids = ids[: ids.index(self.eos_token_id)]
+        return self.sp.decode([i for i in ids if i not in (self.pad_token_id, self.bos_token_id)]).strip()
+
+
 class HFTokenizer(_Padded):
     """A Hugging Face tokenizer (e.g. CLIP's BPE) from an id in the local cache or a directory."""
 
@@ -125,13 +190,22 @@ class HFTokenizer(_Padded):
         return self.tk.decode(ids, skip_special_tokens=True).strip()
 
 
+# tokenizers a task learns from the training captions (or restores from model.checkpoint): name -> (class,
+# the file name it is written to in the output directory, its key in checkpoint metadata)
+TRAINED_TOKENIZERS = {"word": (WordTokenizer, "tokenizer.json", "tokenizer.json"),
+                      "spm": (SentencePieceTokenizer, "tokenizer.model", "tokenizer.spm")}
+
+
 def load_text_tokenizer(spec: str | None):
-    """A word-tokenizer file (``WordTokenizer``) or a Hugging Face tokenizer id / directory."""
-    if not spec or spec == "word":
+    """A word-tokenizer file (``WordTokenizer``), a SentencePiece ``.model`` file, or a Hugging Face
+    tokenizer id / directory."""
+    if not spec or spec in TRAINED_TOKENIZERS:
         raise ValueError(
-            "model.tokenizer is 'word' but no tokenizer file was resolved; the task trains it from the "
+            f"model.tokenizer is {spec!r} but no tokenizer file was resolved; the task trains it from the "
             "training captions (or restores it from model.checkpoint) before building the model"
         )
+    if Path(spec).is_file() and Path(spec).suffix == ".model":
+        return SentencePieceTokenizer.load(spec)
     if Path(spec).is_file():
         return WordTokenizer.load(spec)
     return HFTokenizer(spec)

@@ -10,7 +10,7 @@ from vcap.common import dist
 from vcap.common.checkpoint import read_metadata
 from vcap.common.config import run_config
 from vcap.common.registry import registry
-from vcap.processors.tokenizer import WordTokenizer
+from vcap.processors.tokenizer import TRAINED_TOKENIZERS
 
 log = logging.getLogger(__name__)
 
@@ -34,28 +34,33 @@ class BaseTask:
 
     def build_model(self, cfg: DictConfig, datasets: dict):
         mcfg = cfg.model
-        if mcfg.get("tokenizer") == "word":
-            mcfg.tokenizer = self._word_tokenizer(cfg, datasets)
+        if mcfg.get("tokenizer") in TRAINED_TOKENIZERS:
+            mcfg.tokenizer = self._trained_tokenizer(cfg, datasets, mcfg.tokenizer)
         return registry.get_model_class(mcfg.arch).from_config(mcfg)
 
-    def _word_tokenizer(self, cfg: DictConfig, datasets: dict) -> str:
-        """Restore the tokenizer stored in ``model.checkpoint``, or train one on the training captions."""
-        path = Path(self.run.output_dir) / "tokenizer.json"
+    def _trained_tokenizer(self, cfg: DictConfig, datasets: dict, kind: str) -> str:
+        """Restore the tokenizer stored in ``model.checkpoint``, or train one on the training captions
+        (``word``: a word-level vocabulary; ``spm``: SentencePiece, ``model.spm_vocab_size`` pieces).
+        It is written to the output directory, beside the checkpoints, and into every checkpoint."""
+        cls, filename, meta_key = TRAINED_TOKENIZERS[kind]
+        path = Path(self.run.output_dir) / filename
         if dist.is_main_process():
             ckpt = cfg.model.get("checkpoint")
             if ckpt:
-                blob = read_metadata(ckpt).get("tokenizer.json")
+                blob = read_metadata(ckpt).get(meta_key)
                 if blob is None:
-                    raise ValueError(f"model.tokenizer is 'word' but checkpoint {ckpt!r} stores no tokenizer")
-                tok = WordTokenizer.from_str(blob)
+                    raise ValueError(f"model.tokenizer is {kind!r} but checkpoint {ckpt!r} stores no {kind} tokenizer")
+                tok = cls.from_str(blob)
             else:
                 texts = [c for splits in datasets.values() if "train" in splits for c in splits["train"].captions()]
                 if not texts:
-                    raise ValueError("model.tokenizer is 'word' but no dataset has a train split to learn it from")
-                tok = WordTokenizer.train(texts + [cfg.model.get("prompt") or ""])
+                    raise ValueError(f"model.tokenizer is {kind!r} but no dataset has a train split to learn it from")
+                texts += [cfg.model.get("prompt") or ""]
+                tok = cls.train(texts, cfg.model.spm_vocab_size, cfg.model.get("spm_model_type", "unigram")) \
+                    if kind == "spm" else cls.train(texts)
             path.parent.mkdir(parents=True, exist_ok=True)
             tok.save(path)
-            log.info("word tokenizer with %d tokens at %s", len(tok), path)
+            log.info("%s tokenizer with %d tokens at %s", kind, len(tok), path)
         dist.barrier()
         return str(path)
 

@@ -1,0 +1,231 @@
+"""X-CLIP + LSTM video captioner (seed 002, oayk23/video-captioning-lstm), with its flaws fixed.
+
+X-CLIP (frozen) turns the clip into one video embedding (its vision tower with cross-frame
+communication, projection and multi-frame integration transformer); that embedding, mapped to the
+LSTM width when the widths differ, is the initial hidden and cell state of every LSTM layer. The
+decoder reads a SentencePiece vocabulary trained on the training captions (``tokenizer: spm``).
+
+Fixed from the seed: decoding carries the LSTM state one token at a time (the seed re-ran the whole
+prefix at every step); greedy, beam search and sampling share ``generate_ids``; evaluation uses all
+references of a video through the shared captioning task; the splits come from the dataset (by
+video), not from a random split of caption rows.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import XCLIPConfig, XCLIPModel
+
+from vcap.common.registry import registry
+from vcap.models.base_model import Captioner
+from vcap.processors.tokenizer import load_text_tokenizer
+
+
+@registry.register_model("xclip_lstm")
+class XCLIPLSTMCaptioner(Captioner):
+    """Args:
+        tokenizer: ``spm`` (SentencePiece trained on the training captions by the task, stored in
+            every checkpoint), or a SentencePiece ``.model`` file / Hugging Face tokenizer.
+        spm_vocab_size: pieces of the trained SentencePiece vocabulary (seed 002: 10000).
+        spm_model_type: ``unigram`` (SentencePiece's default) or ``bpe`` (better on tiny vocabularies).
+        xclip_config: an ``XCLIPConfig`` mapping for a model built from scratch (its
+            ``vision_config.mit_hidden_size`` must equal ``projection_dim``).
+        pretrained: a transformers X-CLIP id or directory (``microsoft/xclip-base-patch32-16-frames``).
+        freeze_xclip: keep X-CLIP fixed (its video embeddings can then be cached with
+            ``vcap extract-features``).
+        embed_dim, hidden_dim, num_layers, dropout: the LSTM decoder (seed 002: 512, 512, 4).
+        max_txt_len: caption tokens (with EOS) used for training.
+    """
+
+    PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/xclip_lstm/tiny.yaml",
+                                    "base16": "configs/models/xclip_lstm/base16.yaml"}
+
+    def __init__(self, tokenizer: str = "spm", spm_vocab_size: int = 10000, spm_model_type: str = "unigram",
+                 xclip_config: dict | None = None,
+                 pretrained: str | None = None, freeze_xclip: bool = True, embed_dim: int = 512,
+                 hidden_dim: int = 512, num_layers: int = 4, dropout: float = 0.1, max_txt_len: int = 32):
+        super().__init__()
+        if spm_model_type not in ("unigram", "bpe"):
+            raise ValueError(f"spm_model_type {spm_model_type!r}: expected 'unigram' or 'bpe'")
+        self.tokenizer = load_text_tokenizer(tokenizer)
+        if pretrained:
+            try:
+                xclip = XCLIPModel.from_pretrained(pretrained)
+            except OSError as e:
+                raise ValueError(f"model.pretrained {pretrained!r}: no transformers X-CLIP could be loaded (offline, "
+                                 f"it must be a directory or an id in the local cache): {e}") from e
+        else:
+            if xclip_config is None:
+                raise ValueError("xclip_lstm needs xclip_config (text_config, vision_config, projection_dim) or "
+                                 "pretrained")
+            cfg = XCLIPConfig(**xclip_config)
+            if cfg.vision_config.mit_hidden_size != cfg.projection_dim:
+                raise ValueError(f"xclip_config: vision_config.mit_hidden_size ({cfg.vision_config.mit_hidden_size}) "
+                                 f"must equal projection_dim ({cfg.projection_dim}): the MIT reads projected frames")
+            xclip = XCLIPModel(cfg)
+        # the captioner needs the video side only: vision tower, projection, multi-frame integration
+        self.vision_model, self.visual_projection, self.mit = xclip.vision_model, xclip.visual_projection, xclip.mit
+        self.num_frames = xclip.config.vision_config.num_frames
+        proj = xclip.config.projection_dim
+        self.pretrained, self.freeze_xclip = pretrained, freeze_xclip
+        self._frozen_modules = ["vision_model", "visual_projection", "mit"] if freeze_xclip else []
+        for name in self._frozen_modules:
+            getattr(self, name).requires_grad_(False)
+        self.init_state = torch.nn.Identity() if proj == hidden_dim else torch.nn.Linear(proj, hidden_dim)
+        self.embed = torch.nn.Embedding(len(self.tokenizer), embed_dim, padding_idx=self.tokenizer.pad_token_id)
+        self.lstm = torch.nn.LSTM(embed_dim, hidden_dim, num_layers, batch_first=True,
+                                  dropout=dropout if num_layers > 1 else 0.0)
+        self.drop = torch.nn.Dropout(dropout)
+        self.head = torch.nn.Linear(hidden_dim, len(self.tokenizer))
+        self.num_layers, self.max_txt_len = num_layers, max_txt_len
+
+    # -- the one shared encoding path: video -> initial LSTM state ---------------------------------
+    def clip_embeddings(self, samples: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(X-CLIP video embedding (B, 1, D), mask (B, 1)); cached features are used when given."""
+        if "clip_features" in samples:
+            emb = samples["clip_features"].to(self.device).float()
+            return emb, torch.ones(emb.shape[:2], device=emb.device)
+        video = samples["video"].to(self.device)
+        if video.shape[1] != self.num_frames:
+            raise ValueError(f"X-CLIP was built for {self.num_frames} frames (vision_config.num_frames) but got "
+                             f"{video.shape[1]}: set the processors' num_frames to {self.num_frames}")
+        b, t = video.shape[:2]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_xclip):
+            # X-CLIP's get_video_features: the vision tower's pooled frames, projected, then the MIT
+            frames = self.visual_projection(self.vision_model(pixel_values=video.flatten(0, 1)).pooler_output)
+            emb = self.mit(frames.view(b, t, -1)).pooler_output
+        return emb.unsqueeze(1), torch.ones(b, 1, device=emb.device)
+
+    @property
+    def freeze_clip(self) -> bool:  # `vcap extract-features` caches the frozen encoder's output
+        return self.freeze_xclip
+
+    def visual(self, samples: dict) -> torch.Tensor:
+        """(B, hidden) initial state of every LSTM layer."""
+        return self.init_state(self.clip_embeddings(samples)[0][:, 0])
+
+    def _state(self, visual: torch.Tensor):
+        h = visual.unsqueeze(0).repeat(self.num_layers, 1, 1).contiguous()
+        return h, h.clone()
+
+    def step_logits(self, tokens: torch.Tensor, state):
+        """One LSTM step: (N,) previous tokens -> ((N, V) logits, new state)."""
+        out, state = self.lstm(self.embed(tokens).unsqueeze(1), state)
+        return self.head(self.drop(out[:, 0])), state
+
+    def sequence_logits(self, visual: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing over whole sequences: (B, L) input ids -> (B, L, V) logits."""
+        out, _ = self.lstm(self.embed(inputs), self._state(visual))
+        return self.head(self.drop(out))
+
+    def _token_logprobs(self, visual: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor):
+        start = torch.full_like(target_ids[:, :1], self.tokenizer.bos_token_id)
+        logits = self.sequence_logits(visual, torch.cat([start, target_ids[:, :-1]], dim=1)).float()
+        return torch.gather(F.log_softmax(logits, -1), 2, target_ids.unsqueeze(-1)).squeeze(-1) * target_mask
+
+    @torch.no_grad()
+    def generate_ids(self, samples: dict, num_beams: int = 3, max_new_tokens: int = 20, min_new_tokens: int = 1,
+                     do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+                     num_return_sequences: int = 1) -> torch.Tensor:
+        """Greedy, beam search (scores divided by length) or sampling, carrying the LSTM state."""
+        if max_new_tokens < 1 or not 0 <= min_new_tokens <= max_new_tokens:
+            raise ValueError(f"need 0 <= min_new_tokens <= max_new_tokens and max_new_tokens >= 1, got "
+                             f"{min_new_tokens} and {max_new_tokens}")
+        visual = self.visual(samples)
+        if do_sample or num_beams == 1:
+            k = num_return_sequences if do_sample else 1
+            return self._sample(visual.repeat_interleave(k, 0), max_new_tokens, min_new_tokens, do_sample,
+                                temperature, top_p)
+        if num_return_sequences > num_beams:
+            raise ValueError(f"num_return_sequences ({num_return_sequences}) > num_beams ({num_beams})")
+        return self._beam(visual, num_beams, max_new_tokens, min_new_tokens, num_return_sequences)
+
+    def _next_logprobs(self, tokens, state, length: int, min_new_tokens: int):
+        logits, state = self.step_logits(tokens, state)
+        lp = F.log_softmax(logits.float(), -1)
+        lp[:, self.tokenizer.pad_token_id] = -float("inf")
+        lp[:, self.tokenizer.bos_token_id] = -float("inf")
+        if length < min_new_tokens:
+            lp[:, self.tokenizer.eos_token_id] = -float("inf")
+        return lp, state
+
+    def _sample(self, visual, max_new, min_new, do_sample, temperature, top_p) -> torch.Tensor:
+        n, eos, pad = visual.shape[0], self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        state = self._state(visual)
+        tokens = torch.full((n,), self.tokenizer.bos_token_id, dtype=torch.long, device=visual.device)
+        out, done = [], torch.zeros(n, dtype=torch.bool, device=visual.device)
+        for i in range(max_new):
+            lp, state = self._next_logprobs(tokens, state, i, min_new)
+            if do_sample:
+                probs = F.softmax(lp / temperature, -1)
+                if top_p < 1.0:
+                    sorted_p, order = probs.sort(-1, descending=True)
+                    drop = sorted_p.cumsum(-1) - sorted_p > top_p
+                    probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+                tokens = torch.multinomial(probs, 1)[:, 0]
+            else:
+                tokens = lp.argmax(-1)
+            tokens = tokens.masked_fill(done, pad)
+            out.append(tokens)
+            done |= tokens == eos
+            if done.all():
+                break
+        return torch.stack(out, 1)
+
+    def _beam(self, visual, k: int, max_new: int, min_new: int, n_return: int) -> torch.Tensor:
+        b, eos, pad = visual.shape[0], self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        dev = visual.device
+        h, c = self._state(visual.repeat_interleave(k, 0))
+        tokens = torch.full((b * k,), self.tokenizer.bos_token_id, dtype=torch.long, device=dev)
+        scores = torch.full((b, k), -float("inf"), device=dev)
+        scores[:, 0] = 0.0  # all beams start identical: expand from one
+        seqs = torch.empty(b * k, 0, dtype=torch.long, device=dev)
+        finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+        for i in range(max_new):
+            lp, (h, c) = self._next_logprobs(tokens, (h, c), i, min_new)
+            v = lp.shape[-1]
+            cand = (scores.view(b * k, 1) + lp).view(b, k * v)
+            top, idx = cand.topk(2 * k, dim=-1)  # room for beams that end here
+            beam_of, tok_of = idx // v, idx % v
+            new_scores = torch.full((b, k), -float("inf"), device=dev)
+            new_src = torch.zeros(b, k, dtype=torch.long, device=dev)
+            new_tok = torch.full((b, k), pad, dtype=torch.long, device=dev)
+            for row in range(b):
+                j = 0
+                for s, src, t in zip(top[row].tolist(), beam_of[row].tolist(), tok_of[row].tolist()):
+                    if s == -float("inf"):
+                        break
+                    if t == eos:  # a finished caption, scored by its length (EOS included)
+                        finished[row].append((s / (i + 1), seqs[row * k + src].tolist() + [eos]))
+                        continue
+                    if j < k:
+                        new_scores[row, j], new_src[row, j], new_tok[row, j] = s, src, t
+                        j += 1
+            flat_src = (new_src + torch.arange(b, device=dev)[:, None] * k).view(-1)
+            seqs = torch.cat([seqs[flat_src], new_tok.view(-1, 1)], dim=1)
+            h, c = h[:, flat_src], c[:, flat_src]
+            scores, tokens = new_scores, new_tok.view(-1)
+            best_open = (scores / (i + 1)).max(-1).values  # length-normalised scores can only fall further
+            if all(len(f) >= k and min(x[0] for x in sorted(f, reverse=True)[:k]) >= best_open[r]
+                   for r, f in enumerate(finished)):
+                break
+        rows = []
+        for r in range(b):
+            pool = finished[r] + [(float(scores[r, j]) / seqs.shape[1], seqs[r * k + j].tolist())
+                                  for j in range(k) if scores[r, j] > -float("inf")]
+            pool.sort(key=lambda x: -x[0])
+            rows.extend(seq for _, seq in pool[:n_return])
+        width = max(len(s) for s in rows)
+        return torch.tensor([s + [pad] * (width - len(s)) for s in rows], dtype=torch.long, device=dev)
+
+    def frozen_pretrained_keys(self) -> list[str]:
+        """A frozen X-CLIP from ``pretrained`` is not written into checkpoints (the config names it)."""
+        if not (self.pretrained and self.freeze_xclip):
+            return []
+        return [k for k in self.state_dict() if k.split(".")[0] in self._frozen_modules]
+
+    def checkpoint_metadata(self) -> dict[str, str]:
+        meta = super().checkpoint_metadata()
+        if self.pretrained:
+            meta["pretrained"] = str(self.pretrained)
+        return meta
