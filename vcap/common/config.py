@@ -105,6 +105,11 @@ class RunConfig:
     dual_softmax: Optional[float] = None
     # self-critical sequence training (task captioning_scst)
     scst: SCSTConfig = field(default_factory=SCSTConfig)
+    # checkpoints and resuming (see vcap/common/train_state.py)
+    resume: Optional[str] = "auto"  # auto: continue from output_dir's latest checkpoint if any; null; or a step dir
+    checkpoint_every_iters: Optional[int] = None  # also save the training state every N optimizer steps
+    keep_last: Optional[int] = 2  # training-state checkpoints kept (null: all)
+    max_nonfinite_steps: int = 5  # non-finite losses are skipped; this many steps in a row stop the run
     # logging
     log_freq: int = 10
 

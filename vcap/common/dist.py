@@ -99,6 +99,15 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return x / get_world_size()
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank if ``flag`` is true on any rank (ranks agree on a skip or a stop)."""
+    if not is_dist():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def cleanup() -> None:
     """Destroy the process group after the caller has dropped its DDP model and optimizer.
 

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from vcap.common.fsdp import full_state_dict, gathered, is_sharded, set_gradient
 from vcap.common.logger import MetricWriter
 from vcap.common.optim import param_groups
 from vcap.common.registry import registry
+from vcap.common.train_state import read_state, resolve_resume, rng_state, set_rng_state, write_checkpoint
 from vcap.datasets.datasets.base import collate
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,27 @@ class ShardSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that can start an epoch after the batches a resumed run already trained on.
+    ``start`` holds until the next ``set_epoch`` (the DataLoader reads the sampler lazily, at its first batch)."""
+
+    start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.start = 0
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+class PreemptedError(SystemExit):
+    """SIGTERM/SIGINT: the step finished, the training state was saved, the run stops (exit status 143)."""
 
 
 class BadSampleError(RuntimeError):
@@ -103,6 +126,10 @@ class RunnerBase:
         self.ddp = None
         self.optimizer = self.scheduler = self.scaler = None
         self.step = self.epoch = 0
+        self.nonfinite_in_a_row = self.nonfinite_total = 0
+        self.stop_signal = None
+        self.best = self.best_epoch = None
+        self.metrics: dict = {}
         self.writer = MetricWriter(self.output_dir, enabled=dist.is_main_process())
         self.bad_samples = BadSamples(self.output_dir, self.run.max_bad_sample_ratio)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.run.amp) \
@@ -155,7 +182,7 @@ class RunnerBase:
                                            dist.get_world_size(), self.device.type == "cuda")
         data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         # drop_last everywhere: every rank runs the same number of steps and every batch is full
-        sampler = DistributedSampler(data, num_replicas=dist.get_world_size(), rank=dist.get_rank(),
+        sampler = ResumableSampler(data, num_replicas=dist.get_world_size(), rank=dist.get_rank(),
                                      shuffle=True, seed=self.run.seed, drop_last=True)
         return DataLoader(data, batch_size=self.run.batch_size_train, sampler=sampler, drop_last=True,
                           num_workers=self.run.num_workers, pin_memory=self.device.type == "cuda", collate_fn=collate)
@@ -198,37 +225,56 @@ class RunnerBase:
                              f"{self.run.accum_grad_iters} accumulation steps")
         self.setup_optimization(steps_per_epoch)
         max_epoch = math.ceil(self.run.max_iters / steps_per_epoch) if self.run.max_iters else self.run.max_epoch
-        metrics, best, best_epoch = {}, None, None
-        for epoch in range(max_epoch):
-            self.epoch = epoch
-            self.train_epoch(loader, epoch)
-            # detectron2's order: save first, so a failing evaluation can be debugged from the checkpoint
-            self.save_checkpoint("last")
-            last = epoch == max_epoch - 1 or self.step >= self.total_steps
-            if self.run.valid_splits and ((epoch + 1) % self.run.val_freq == 0 or last):
-                val = self.evaluate_splits(self.run.valid_splits, tag=f"epoch{epoch}")
-                score = self.monitored(val)
-                improved = score is not None and (best is None or self.better(score, best))
-                if improved:
-                    best, best_epoch = score, epoch
-                    self.save_checkpoint("best")
-                if improved or score is None:  # without run.monitor the last evaluation is kept
-                    metrics["val"] = next(iter(val.values())) if len(val) == 1 else val
-                self.writer.write(self.step, {"epoch": epoch, "best": best}, prefix="val/")
-            if self.step >= self.total_steps:
-                break
-        best_path = self.ckpt_dir / ("best.safetensors" if best is not None else "last.safetensors")
-        log.info("testing with %s (best %s=%s at epoch %s)", best_path, self.run.monitor, best, best_epoch)
+        start_epoch, skip, rng = 0, 0, None
+        resume = resolve_resume(self.run.resume, self.ckpt_dir)
+        if resume is not None:
+            start_epoch, skip, rng = self.load_training_state(resume)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for epoch in range(start_epoch, max_epoch):
+                if self.step >= self.total_steps:
+                    break
+                self.epoch = epoch
+                self.train_epoch(loader, epoch, skip=skip, rng=rng)
+                skip, rng = 0, None
+                self.end_epoch(epoch, last=epoch == max_epoch - 1 or self.step >= self.total_steps)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        best_path = self.ckpt_dir / ("best.safetensors" if self.best is not None else "last.safetensors")
+        log.info("testing with %s (best %s=%s at epoch %s)", best_path, self.run.monitor, self.best, self.best_epoch)
         load_weights(self.model, best_path)
+        metrics = dict(self.metrics)
         if self.run.test_splits:
-            test = self.evaluate_splits(self.run.test_splits, tag="test")
-            metrics.update(test)
-        metrics["best_epoch"] = best_epoch
+            metrics.update(self.evaluate_splits(self.run.test_splits, tag="test"))
+        metrics["best_epoch"] = self.best_epoch
         metrics["steps"] = self.step
+        metrics["nonfinite_skipped"] = self.nonfinite_total
         self.write_metrics(metrics)
         return metrics
 
-    def train_epoch(self, loader: DataLoader, epoch: int) -> None:
+    def end_epoch(self, epoch: int, last: bool) -> None:
+        # detectron2's order: save first, so a failing evaluation can be debugged from the checkpoint
+        self.save_checkpoint("last")
+        if self.run.valid_splits and ((epoch + 1) % self.run.val_freq == 0 or last):
+            val = self.evaluate_splits(self.run.valid_splits, tag=f"epoch{epoch}")
+            score = self.monitored(val)
+            improved = score is not None and (self.best is None or self.better(score, self.best))
+            if improved:
+                self.best, self.best_epoch = score, epoch
+                self.save_checkpoint("best")
+            if improved or score is None:  # without run.monitor the last evaluation is kept
+                self.metrics["val"] = next(iter(val.values())) if len(val) == 1 else val
+            self.writer.write(self.step, {"epoch": epoch, "best": self.best}, prefix="val/")
+        self.save_training_state(epoch + 1, 0)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.stop_signal is None:
+            log.warning("received %s: finishing this step, then saving a checkpoint", signal.Signals(signum).name)
+        self.stop_signal = signum
+
+    def train_epoch(self, loader: DataLoader, epoch: int, skip: int = 0, rng: list | None = None) -> None:
+        """One epoch from its ``skip``-th batch (a resumed run) with the RNG states ``rng`` of each rank."""
         model = self.ddp or self.model
         model.train()
         if isinstance(loader.sampler, DistributedSampler):
@@ -236,11 +282,24 @@ class RunnerBase:
         for part in self.train_parts:
             part.set_epoch(epoch)
         accum = self.run.accum_grad_iters
-        usable = (len(loader) // accum) * accum  # never leave a half-accumulated step behind
-        bar = tqdm(total=usable, desc=f"epoch {epoch}", disable=not dist.is_main_process(), leave=False)
+        full = len(loader)
+        usable = (full // accum) * accum  # never leave a half-accumulated step behind
+        resumable = isinstance(loader.sampler, ResumableSampler)
+        if resumable:
+            loader.sampler.start = skip * self.run.batch_size_train
+        if rng is not None and skip == 0:  # saved at an epoch's end: before this epoch's loader drew its seed
+            set_rng_state(rng[dist.get_rank()])
+        it = iter(loader)
+        if not resumable:  # a streamed loader: run through the batches already trained on
+            for _ in range(skip):
+                next(it)
+        if rng is not None and skip > 0:  # saved mid-epoch: after the loader drew its seed
+            set_rng_state(rng[dist.get_rank()])
+        bar = tqdm(total=usable, initial=skip, desc=f"epoch {epoch}", disable=not dist.is_main_process(), leave=False)
         t0, first_step = time.time(), self.step
-        trace = self.trace_file(epoch)
-        for i, batch in enumerate(loader):
+        trace = self.trace_file(epoch, append=skip > 0)
+        window_bad = False
+        for i, batch in enumerate(it, start=skip):
             if i >= usable or self.step >= self.total_steps:
                 break
             batch = self.bad_samples.take(batch)
@@ -252,29 +311,28 @@ class RunnerBase:
             with (contextlib.nullcontext() if sync or self.ddp is None else self.ddp.no_sync()):
                 with self.autocast():
                     out = self.task.train_step(model, batch)
-                self.scaler.scale(out["loss"] / accum).backward()
+                # every rank skips together, or DDP's gradient sync would pair different steps
+                bad = dist.any_rank(not bool(torch.isfinite(out["loss"].detach()).all()))
+                window_bad |= bad
+                if not window_bad:
+                    self.scaler.scale(out["loss"] / accum).backward()
             bar.update(1)
             if not sync:
                 continue
-            self.scaler.unscale_(self.optimizer)
-            grad_norm = None
-            if self.run.max_grad_norm:
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.max_grad_norm)
-                grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
-            self.step += 1
-            if self.step % self.run.log_freq == 0 or self.step == 1:
-                loss = float(dist.all_reduce_mean(out["loss"].detach()))
-                scalars = {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"], "epoch": epoch,
-                           "grad_norm": grad_norm, "sec_per_step": (time.time() - t0) / max(1, i + 1) * accum}
-                # a task's other scalars (e.g. SCST's reward and baseline), averaged over ranks
-                scalars.update({k: float(dist.all_reduce_mean(v.detach().float().to(self.device))) for k, v in out.items()
-                                if k != "loss" and torch.is_tensor(v) and v.dim() == 0})
-                self.writer.write(self.step, scalars, prefix="train/")
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scalars['lr']:.2e}")
+            if window_bad:
+                self.skip_nonfinite_step(i)
+                window_bad = False
+            else:
+                self.optimizer_step(out, epoch, i, accum, t0, bar)
+            if self.run.checkpoint_every_iters and self.step % self.run.checkpoint_every_iters == 0 and not window_bad:
+                self.save_training_state(epoch, i + 1)
+            if dist.any_rank(self.stop_signal is not None):
+                self.save_training_state(epoch, i + 1)
+                name = signal.Signals(self.stop_signal or signal.SIGTERM).name
+                log.warning("%s: stopped after global step %d; the training state is saved in %s. Run the same "
+                            "command again (run.resume: auto) to continue from the next batch", name, self.step,
+                            self.ckpt_dir)
+                raise PreemptedError(143)
         bar.close()
         if trace:
             trace.close()
@@ -286,9 +344,105 @@ class RunnerBase:
         log.info("epoch %d: %d steps in %.1fs (global step %d)", epoch, self.step - first_step, time.time() - t0,
                  self.step)
 
+    def skip_nonfinite_step(self, i: int) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        log.warning("non-finite loss at batch %d (global step %d): step skipped (%d in a row, %d in all)", i,
+                    self.step, self.nonfinite_in_a_row, self.nonfinite_total)
+        if self.nonfinite_in_a_row >= self.run.max_nonfinite_steps:
+            raise FloatingPointError(
+                f"the loss was not finite in {self.nonfinite_in_a_row} optimizer steps in a row (run.max_nonfinite_steps="
+                f"{self.run.max_nonfinite_steps}), at global step {self.step}: lower run.init_lr, check the data "
+                f"(bad_samples.jsonl) or use run.amp: bf16 instead of fp16")
+
+    def optimizer_step(self, out: dict, epoch: int, i: int, accum: int, t0: float, bar) -> None:
+        self.nonfinite_in_a_row = 0
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = None
+        if self.run.max_grad_norm:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.max_grad_norm)
+            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        if self.step % self.run.log_freq == 0 or self.step == 1:
+            loss = float(dist.all_reduce_mean(out["loss"].detach()))
+            scalars = {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"], "epoch": epoch,
+                       "grad_norm": grad_norm, "sec_per_step": (time.time() - t0) / max(1, i + 1) * accum}
+            # a task's other scalars (e.g. SCST's reward and baseline), averaged over ranks
+            scalars.update({k: float(dist.all_reduce_mean(v.detach().float().to(self.device))) for k, v in out.items()
+                            if k != "loss" and torch.is_tensor(v) and v.dim() == 0})
+            self.writer.write(self.step, scalars, prefix="train/")
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scalars['lr']:.2e}")
+
+    # -- resumable training state ----------------------------------------------------------------
+    def save_training_state(self, epoch: int, batch: int) -> None:
+        """Everything a resumed run needs to continue at (``epoch``, ``batch``) exactly; see train_state."""
+        from vcap.common.fsdp import full_state_dict
+
+        sharded = is_sharded(self.model)
+        weights = full_state_dict(self.model) if sharded else None  # collectives: every rank
+        if sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            optim = get_optimizer_state_dict(self.model, self.optimizer,
+                                             options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        else:
+            optim = self.optimizer.state_dict()
+        rngs = dist.all_gather_object(rng_state())
+        if dist.is_main_process():
+            meta = {"arch": self.cfg.model.arch, "model_type": self.cfg.model.model_type, "step": str(self.step),
+                    **self.model.checkpoint_metadata()}
+            state = {"step": self.step, "epoch": epoch, "batch": batch, "world_size": dist.get_world_size(),
+                     "optimizer": optim, "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                     "rng": rngs, "best": self.best, "best_epoch": self.best_epoch, "metrics": self.metrics,
+                     "nonfinite_total": self.nonfinite_total, "nonfinite_in_a_row": self.nonfinite_in_a_row,
+                     "bad_samples": {"items": self.bad_samples.items}}
+
+            def files(tmp: Path) -> None:
+                save_weights(self.model, tmp / "model.safetensors", meta, state=weights)
+                torch.save(state, tmp / "state.pt")
+
+            write_checkpoint(self.ckpt_dir, self.step, files, self.run.keep_last)
+        dist.barrier()
+
+    def load_training_state(self, path: Path) -> tuple[int, int, list]:
+        state = read_state(path)
+        if state["world_size"] != dist.get_world_size():
+            raise ValueError(f"{path} was saved by {state['world_size']} ranks, this run has {dist.get_world_size()}: "
+                             f"an exact resume needs the same number (each rank's data and RNG continue)")
+        load_weights(self.model, path / "model.safetensors")
+        if is_sharded(self.model):
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.model, self.optimizer, optim_state_dict=state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.best, self.best_epoch = state["step"], state["best"], state["best_epoch"]
+        self.metrics = dict(state["metrics"])
+        self.nonfinite_total, self.nonfinite_in_a_row = state["nonfinite_total"], state["nonfinite_in_a_row"]
+        self.bad_samples.items = state["bad_samples"]["items"]
+        log.info("resuming from %s: global step %d, epoch %d after its batch %d (best %s=%s)", path, self.step,
+                 state["epoch"], state["batch"], self.run.monitor, self.best)
+        return state["epoch"], state["batch"], state["rng"]
+
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate_splits(self, splits, tag: str = "") -> dict:
-        """``{split: metrics}`` (``dataset/split`` keys when the project has several datasets)."""
+        """``{split: metrics}`` (``dataset/split`` keys when the project has several datasets). The RNG
+        states are restored afterwards: evaluating never changes what training draws next."""
+        saved = rng_state()
+        try:
+            return self._evaluate_splits(splits, tag)
+        finally:
+            set_rng_state(saved)
+
+    def _evaluate_splits(self, splits, tag: str = "") -> dict:
         model = self.model
         model.eval()
         out = {}
@@ -310,13 +464,13 @@ class RunnerBase:
                 out[key] = metrics
         return out
 
-    def trace_file(self, epoch: int):
+    def trace_file(self, epoch: int, append: bool = False):
         """With ``run.trace_samples``, a file for the keys of the items this rank trains on this epoch."""
         if not self.run.trace_samples:
             return None
         path = self.output_dir / "samples" / f"epoch{epoch:03d}_rank{dist.get_rank()}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "w")
+        return open(path, "a" if append else "w")
 
     def monitored(self, results: dict):
         if not self.run.monitor:
