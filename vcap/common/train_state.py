@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vcap.common.checkpoint import atomic_write
+
 LATEST = "latest"
 
 
@@ -75,11 +77,7 @@ def write_checkpoint(ckpt_dir: Path, step: int, write_files, keep_last: int | No
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(ckpt_dir)
-    pointer = ckpt_dir / f".{LATEST}.tmp"
-    pointer.write_text(name + "\n")
-    with open(pointer, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(pointer, ckpt_dir / LATEST)
+    atomic_write(ckpt_dir / LATEST, lambda tmp: tmp.write_text(name + "\n"))
     _fsync_dir(ckpt_dir)
     if keep_last:
         steps = sorted(p for p in ckpt_dir.glob("step_*") if p.is_dir())

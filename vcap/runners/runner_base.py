@@ -22,7 +22,8 @@ from tqdm import tqdm
 from vcap.common import dist
 from vcap.common.checkpoint import load_weights, save_weights
 from vcap.common.config import run_config
-from vcap.common.fsdp import full_state_dict, gathered, is_sharded, set_gradient_sync, shard_model
+from vcap.common.fsdp import (full_state_dict, gathered, is_sharded, load_optimizer_state, optimizer_state,
+                              set_gradient_sync, shard_model)
 from vcap.common.logger import MetricWriter
 from vcap.common.optim import param_groups
 from vcap.common.registry import registry
@@ -158,6 +159,7 @@ class RunnerBase:
                         f"clips change every epoch, so cached ViT outputs would never be reused. Use the video_eval "
                         f"processor with uniform (or fps) sampling for training, or turn the cache off")
         self.model.enable_vit_cache(int(r.vit_cache_gb * 1e9))
+
     # -- set-up ----------------------------------------------------------------------------------
     def save_config(self) -> None:
         if dist.is_main_process():
@@ -324,8 +326,8 @@ class RunnerBase:
                 window_bad = False
             else:
                 self.optimizer_step(out, epoch, i, accum, t0, bar)
-            if self.run.checkpoint_every_iters and self.step % self.run.checkpoint_every_iters == 0 and not window_bad:
-                self.save_training_state(epoch, i + 1)
+                if self.run.checkpoint_every_iters and self.step % self.run.checkpoint_every_iters == 0:
+                    self.save_training_state(epoch, i + 1)
             if dist.any_rank(self.stop_signal is not None):
                 self.save_training_state(epoch, i + 1)
                 name = signal.Signals(self.stop_signal or signal.SIGTERM).name
@@ -381,21 +383,11 @@ class RunnerBase:
     # -- resumable training state ----------------------------------------------------------------
     def save_training_state(self, epoch: int, batch: int) -> None:
         """Everything a resumed run needs to continue at (``epoch``, ``batch``) exactly; see train_state."""
-        from vcap.common.fsdp import full_state_dict
-
-        sharded = is_sharded(self.model)
-        weights = full_state_dict(self.model) if sharded else None  # collectives: every rank
-        if sharded:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-            optim = get_optimizer_state_dict(self.model, self.optimizer,
-                                             options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        else:
-            optim = self.optimizer.state_dict()
+        weights = full_state_dict(self.model) if is_sharded(self.model) else None  # collectives: every rank
+        optim = optimizer_state(self.model, self.optimizer)
         rngs = dist.all_gather_object(rng_state())
         if dist.is_main_process():
-            meta = {"arch": self.cfg.model.arch, "model_type": self.cfg.model.model_type, "step": str(self.step),
-                    **self.model.checkpoint_metadata()}
+            meta = self.checkpoint_meta()
             state = {"step": self.step, "epoch": epoch, "batch": batch, "world_size": dist.get_world_size(),
                      "optimizer": optim, "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                      "rng": rngs, "best": self.best, "best_epoch": self.best_epoch, "metrics": self.metrics,
@@ -415,13 +407,7 @@ class RunnerBase:
             raise ValueError(f"{path} was saved by {state['world_size']} ranks, this run has {dist.get_world_size()}: "
                              f"an exact resume needs the same number (each rank's data and RNG continue)")
         load_weights(self.model, path / "model.safetensors")
-        if is_sharded(self.model):
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-            set_optimizer_state_dict(self.model, self.optimizer, optim_state_dict=state["optimizer"],
-                                     options=StateDictOptions(full_state_dict=True))
-        else:
-            self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.best, self.best_epoch = state["step"], state["best"], state["best_epoch"]
@@ -487,10 +473,13 @@ class RunnerBase:
     def save_checkpoint(self, name: str) -> None:
         state = full_state_dict(self.model) if is_sharded(self.model) else None  # a collective: every rank
         if dist.is_main_process():
-            meta = {"arch": self.cfg.model.arch, "model_type": self.cfg.model.model_type, "step": str(self.step),
-                    **self.model.checkpoint_metadata()}
-            save_weights(self.model, self.ckpt_dir / f"{name}.safetensors", meta, state=state)
+            save_weights(self.model, self.ckpt_dir / f"{name}.safetensors", self.checkpoint_meta(), state=state)
         dist.barrier()
+
+    def checkpoint_meta(self) -> dict:
+        """Strings stored beside the weights: what the model is, the step, and the model's own metadata."""
+        return {"arch": self.cfg.model.arch, "model_type": self.cfg.model.model_type, "step": str(self.step),
+                **self.model.checkpoint_metadata()}
 
     def write_metrics(self, metrics: dict) -> None:
         if dist.is_main_process():

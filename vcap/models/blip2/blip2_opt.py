@@ -16,7 +16,7 @@ from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfi
     OPTForCausalLM
 
 from vcap.common.registry import registry
-from vcap.models.base_model import Captioner
+from vcap.models.base_model import Captioner, load_transformers
 from vcap.models.generation import generate_from_prefix, prefix_logprobs
 from vcap.processors.tokenizer import load_text_tokenizer
 
@@ -65,11 +65,7 @@ class Blip2OPTVideo(Captioner):
         if pretrained:
             from transformers import Blip2ForConditionalGeneration
 
-            try:
-                hf = Blip2ForConditionalGeneration.from_pretrained(pretrained)
-            except OSError as e:
-                raise ValueError(f"model.pretrained {pretrained!r}: no transformers BLIP-2 could be loaded (offline, it "
-                                 f"must be a directory or an id in the local cache): {e}") from e
+            hf = load_transformers(Blip2ForConditionalGeneration, pretrained, "BLIP-2")
             if not isinstance(hf.language_model, self.LM_CLASS):
                 raise ValueError(f"model.pretrained {pretrained!r} has a {type(hf.language_model).__name__} language "
                                  f"model; {type(self).__name__} takes {self.LM_CLASS.__name__}")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from transformers import XCLIPConfig, XCLIPModel
 
 from vcap.common.registry import registry
-from vcap.models.base_model import Captioner
+from vcap.models.base_model import Captioner, load_transformers
 from vcap.processors.tokenizer import load_text_tokenizer
 
 
@@ -49,11 +49,7 @@ class XCLIPLSTMCaptioner(Captioner):
             raise ValueError(f"spm_model_type {spm_model_type!r}: expected 'unigram' or 'bpe'")
         self.tokenizer = load_text_tokenizer(tokenizer)
         if pretrained:
-            try:
-                xclip = XCLIPModel.from_pretrained(pretrained)
-            except OSError as e:
-                raise ValueError(f"model.pretrained {pretrained!r}: no transformers X-CLIP could be loaded (offline, "
-                                 f"it must be a directory or an id in the local cache): {e}") from e
+            xclip = load_transformers(XCLIPModel, pretrained, "X-CLIP")
         else:
             if xclip_config is None:
                 raise ValueError("xclip_lstm needs xclip_config (text_config, vision_config, projection_dim) or "
