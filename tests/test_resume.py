@@ -141,3 +141,63 @@ def test_sigterm_saves_and_stops_then_the_run_resumes(tmp_path):
     assert 1 <= stopped < 14
     run(cmd, tmp_path)
     assert json.loads((out / "metrics.json").read_text())["steps"] == 14
+
+
+NAN_TRAIN = """
+import os, sys
+from vcap.cli import train_main
+from vcap.common.registry import registry
+from vcap.models.xclip_lstm.xclip_lstm import XCLIPLSTMCaptioner
+
+BAD = {bad}
+
+
+@registry.register_model("xclip_lstm_nan")
+class NaNOnRank1(XCLIPLSTMCaptioner):
+    calls = 0
+
+    def forward(self, samples):
+        out = super().forward(samples)
+        if self.training:
+            NaNOnRank1.calls += 1
+            if os.environ["RANK"] == "1" and NaNOnRank1.calls in BAD:  # rank 0's loss stays finite
+                out = {{**out, "loss": out["loss"] * float("nan")}}
+        return out
+
+
+sys.exit(train_main(sys.argv[1:]) is None)
+"""
+
+
+def nan_run(tmp_path, name, bad, *extra):
+    script = tmp_path / f"{name}.py"
+    script.write_text(NAN_TRAIN.format(bad=bad))
+    out = tmp_path / name
+    cmd = torchrun(str(script), "--cfg-path", "projects/demo/xclip_lstm_synthetic.yaml",
+                   *options(DS, out, "model.arch=xclip_lstm_nan", "run.valid_splits=[]", "run.test_splits=[]",
+                            "run.accum_grad_iters=2", "run.log_freq=1", *extra))
+    return out, subprocess.run(cmd, cwd=REPO, env=env(tmp_path), capture_output=True, text=True, timeout=300)
+
+
+def test_a_nonfinite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path):
+    # 7 batches per rank and epoch, accumulation 2: 3 optimizer steps per epoch, 6 in 2 epochs. Rank 1's
+    # loss is NaN on its 3rd training batch: the window of batches 3-4 is skipped by both ranks.
+    out, p = nan_run(tmp_path, "once", "{3}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    for rank in (0, 1):  # the logs go to stdout
+        assert f"[rank{rank}] WARNING vcap.runners.runner_base: non-finite loss at batch 3 (global step 1): step " \
+               "skipped (1 in a row, 1 in all)" in p.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 5 and metrics["nonfinite_skipped"] == 1
+    weights = final_weights(out)
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    logged = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()
+              if '"train/loss"' in line]
+    assert logged == [1, 2, 3, 4, 5]
+
+    # NaN from the 3rd batch on: two skipped steps in a row stop the run with the reason
+    out, p = nan_run(tmp_path, "always", "range(3, 10**6)", "run.max_nonfinite_steps=2")
+    assert p.returncode != 0
+    assert ("the loss was not finite in 2 optimizer steps in a row (run.max_nonfinite_steps=2), at global step 1"
+            in p.stderr + p.stdout), p.stderr[-3000:]
+    assert not (out / "metrics.json").exists()
