@@ -106,11 +106,17 @@ def test_attribute_accuracy_checks_each_attribute_exactly():
     attrs = {"a": {"colour": "red", "shape": "circle", "direction": "left", "size": "small", "background": "black"}}
     assert attribute_accuracy({"a": "a tiny red circle moves to the left on a black background"}, attrs) == {
         "attr_colour": 100.0, "attr_shape": 100.0, "attr_size": 100.0, "attr_direction": 100.0,
-        "attr_background": 100.0}
+        "attr_background": 100.0, "attr_direction_sign": 100.0}
     got = attribute_accuracy({"a": "a big red circle moves right and left on gray"}, attrs)
     assert got["attr_colour"] == 100.0 and got["attr_size"] == 0.0
     assert got["attr_direction"] == 0.0  # naming both directions is not right
     assert got["attr_background"] == 0.0 and got["attr_shape"] == 100.0
+    assert got["attr_direction_sign"] == 0.0  # no caption named one direction on the axis
+
+    # the sign counts only captions on the right axis: b (right for left) counts, c (up for left) does not
+    attrs = {k: {**attrs["a"]} for k in "abcd"}
+    got = attribute_accuracy({"a": "moves left", "b": "moves rightward", "c": "moves up", "d": "goes to the left"}, attrs)
+    assert got["attr_direction"] == 50.0 and got["attr_direction_sign"] == 100.0 * 2 / 3
 
 
 def test_decoded_frame_cache_gives_the_same_items(tiny_data):

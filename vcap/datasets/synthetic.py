@@ -33,6 +33,7 @@ SHAPES = ("circle", "square", "triangle", "cross")
 DIRECTIONS = ("left", "right", "up", "down")
 SIZES = ("small", "big")
 DIR_VECTORS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+_AXIS = {"left": "x", "right": "x", "up": "y", "down": "y"}
 
 _SIZE_WORDS = {"small": ("small", "little", "tiny"), "big": ("big", "large", "huge")}
 _DIR_WORDS = {
@@ -134,16 +135,28 @@ def attribute_accuracy(preds: dict[str, str], attributes: dict[str, dict]) -> di
     """Percent of captions that name exactly the right value of each attribute (and no other value).
 
     ``preds`` maps video id to caption, ``attributes`` video id to its generating attributes.
+
+    ``attr_direction_sign`` is the order-only part of direction: among captions that name one direction
+    on the right axis (left/right or up/down), the percent with the right sign. Frames without their
+    order still show the axis (the positions spread along it), so a model blind to order sits at 50.
     """
     vocab = _word_values()
     hits = {a: 0 for a in vocab}
+    on_axis = sign = 0
     for vid, caption in preds.items():
         words = caption.lower().split()
         for attr, table in vocab.items():
             named = {table[w] for w in words if w in table}
             hits[attr] += named == {attributes[vid][attr]}
+            if attr == "direction" and len(named) == 1:
+                truth, (said,) = attributes[vid][attr], named
+                if _AXIS[said] == _AXIS[truth]:
+                    on_axis += 1
+                    sign += said == truth
     n = max(1, len(preds))
-    return {f"attr_{a}": 100.0 * h / n for a, h in hits.items()}
+    out = {f"attr_{a}": 100.0 * h / n for a, h in hits.items()}
+    out["attr_direction_sign"] = 100.0 * sign / on_axis if on_axis else 0.0
+    return out
 
 
 @dataclass(frozen=True)
