@@ -33,7 +33,6 @@ SHAPES = ("circle", "square", "triangle", "cross")
 DIRECTIONS = ("left", "right", "up", "down")
 SIZES = ("small", "big")
 DIR_VECTORS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
-_AXIS = {"left": "x", "right": "x", "up": "y", "down": "y"}
 
 _SIZE_WORDS = {"small": ("small", "little", "tiny"), "big": ("big", "large", "huge")}
 _DIR_WORDS = {
@@ -150,7 +149,7 @@ def attribute_accuracy(preds: dict[str, str], attributes: dict[str, dict]) -> di
             hits[attr] += named == {attributes[vid][attr]}
             if attr == "direction" and len(named) == 1:
                 truth, (said,) = attributes[vid][attr], named
-                if _AXIS[said] == _AXIS[truth]:
+                if DIR_VECTORS[said] in (DIR_VECTORS[truth], tuple(-v for v in DIR_VECTORS[truth])):  # same axis
                     on_axis += 1
                     sign += said == truth
     n = max(1, len(preds))
