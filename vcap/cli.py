@@ -21,8 +21,6 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 def _start(cfg):
     """Process group, logging, threads and seeds; then task, datasets, model and runner."""
-    import torch
-
     from vcap.common import dist
     from vcap.common.logger import setup_logging
     from vcap.common.registry import registry
@@ -32,7 +30,7 @@ def _start(cfg):
     device = dist.init_distributed(run.dist_backend, run.device)
     setup_logging()
     configure_threads(run.num_threads)
-    set_seed(run.seed + dist.get_rank())
+    set_seed(run.seed)  # the same on every rank while the model is built: identical initial weights
     Path(run.output_dir).mkdir(parents=True, exist_ok=True)
     task = registry.get_task_class(run.task).setup_task(cfg)
     datasets = task.build_datasets(cfg)
@@ -40,7 +38,7 @@ def _start(cfg):
     log.info("model %s/%s: %.2fM parameters (%.2fM trainable) on %s", cfg.model.arch, cfg.model.model_type,
              sum(p.numel() for p in model.parameters()) / 1e6,
              sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, device)
-    torch.manual_seed(run.seed)  # identical initial weights on every rank
+    set_seed(run.seed + dist.get_rank())  # from here each rank draws its own dropout masks and samples
     return registry.get_runner_class(run.runner)(cfg, task, model, datasets, device)
 
 

@@ -1,4 +1,10 @@
-"""torch.distributed helpers: start from torchrun's environment (or run single-process), gather, clean up."""
+"""torch.distributed helpers: start from torchrun's environment (or run single-process), gather, clean up.
+
+Every collective vcap makes goes through this module, and every tensor it communicates is first moved
+to the communication device (``comm_device``): NCCL serves CUDA tensors only, so a CPU tensor handed
+to it fails with "No backend type associated with device type cpu". Objects (``all_gather_object``)
+are pickled into tensors by torch itself, on the device the backend asks for.
+"""
 from __future__ import annotations
 
 import datetime
@@ -41,10 +47,35 @@ def init_distributed(backend: str = "auto", device: str = "auto") -> torch.devic
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         if backend == "auto":
             backend = "nccl" if use_cuda else "gloo"
+        if "nccl" in backend and not use_cuda:
+            raise RuntimeError(f"run.dist_backend is {backend!r} but this process runs on the CPU "
+                               f"({'no CUDA device is visible' if not torch.cuda.is_available() else 'run.device=cpu'}): "
+                               f"NCCL communicates CUDA tensors only; use run.dist_backend=gloo (or auto) on CPU")
         if use_cuda:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
     return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+
+
+def _backend_devices() -> set[str]:
+    """Device types the default process group has a backend for, e.g. {"cuda"} for NCCL, {"cpu", "cuda"}
+    for gloo, {"cuda"} for a ``cuda:gloo`` group (which imitates NCCL's rule on a CPU machine)."""
+    config = str(dist.get_backend_config())  # "cuda:nccl", "cpu:gloo,cuda:gloo", ...
+    return {part.split(":")[0] for part in config.split(",") if ":" in part}
+
+
+def comm_device() -> torch.device:
+    """The device vcap's collectives communicate on: the current CUDA device when the process group
+    serves CUDA (NCCL, or gloo on a GPU machine), else the CPU."""
+    if not is_dist():
+        return torch.device("cpu")
+    served = _backend_devices()
+    if "cuda" in served and (torch.cuda.is_available() or "cpu" not in served):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"the process group serves only {sorted(served)} tensors (backend "
+                               f"{dist.get_backend_config()!r}) but no CUDA device is visible to communicate on")
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def barrier() -> None:
@@ -73,15 +104,17 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
+        ctx.device = x.device
+        x = x.contiguous().to(comm_device())
         out = [torch.empty_like(x) for _ in range(get_world_size())]
-        dist.all_gather(out, x.contiguous())
-        return tuple(out)
+        dist.all_gather(out, x)
+        return tuple(o.to(ctx.device) for o in out)
 
     @staticmethod
     def backward(ctx, *grads):
-        grad = torch.stack(grads)
+        grad = torch.stack(grads).to(comm_device())
         dist.all_reduce(grad)
-        return grad[get_rank()]
+        return grad[get_rank()].to(ctx.device)
 
 
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -91,21 +124,39 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(_GatherWithGrad.apply(x), dim=0)
 
 
-def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """The sum of ``x`` over ranks, returned on ``x``'s device (communicated on ``comm_device``)."""
     if not is_dist():
         return x
-    x = x.clone()
-    dist.all_reduce(x)
-    return x / get_world_size()
+    y = x.detach().to(comm_device(), copy=True)
+    dist.all_reduce(y)
+    return y.to(x.device)
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    return all_reduce_sum(x) / get_world_size()
 
 
 def any_rank(flag: bool) -> bool:
     """True on every rank if ``flag`` is true on any rank (ranks agree on a skip or a stop)."""
     if not is_dist():
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def broadcast_tensors_(tensors, src: int = 0) -> None:
+    """Overwrite each tensor in place with rank ``src``'s values (e.g. the initial weights)."""
+    if not is_dist():
+        return
+    for t in tensors:
+        if t.device == comm_device():
+            dist.broadcast(t, src=src)
+        else:
+            buf = t.to(comm_device())
+            dist.broadcast(buf, src=src)
+            t.copy_(buf)
 
 
 def cleanup() -> None:

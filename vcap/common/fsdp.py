@@ -23,11 +23,10 @@ def shard_model(model: torch.nn.Module, layer_classes: tuple[str, ...]) -> int:
 
     Rank 0's weights are broadcast first, as DDP does: each rank keeps only its own slice of what it
     holds, so ranks initialised differently would otherwise train a patchwork of their weights."""
-    import torch.distributed as torch_dist
+    from vcap.common import dist
 
     with torch.no_grad():
-        for t in model.state_dict().values():
-            torch_dist.broadcast(t, src=0)
+        dist.broadcast_tensors_(model.state_dict().values(), src=0)
     layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
     for m in reversed(layers):  # inner modules first, as fully_shard requires
         fully_shard(m)

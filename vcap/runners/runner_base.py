@@ -300,7 +300,7 @@ class RunnerBase:
         bar = tqdm(total=usable, initial=skip, desc=f"epoch {epoch}", disable=not dist.is_main_process(), leave=False)
         t0, first_step = time.time(), self.step
         trace = self.trace_file(epoch, append=skip > 0)
-        window_bad = False
+        window = None  # (summed loss, non-finite micro-batches) of the accumulation window, on the device
         for i, batch in enumerate(it, start=skip):
             if i >= usable or self.step >= self.total_steps:
                 break
@@ -313,22 +313,26 @@ class RunnerBase:
             with (contextlib.nullcontext() if sync or self.ddp is None else self.ddp.no_sync()):
                 with self.autocast():
                     out = self.task.train_step(model, batch)
-                # every rank skips together, or DDP's gradient sync would pair different steps
-                bad = dist.any_rank(not bool(torch.isfinite(out["loss"].detach()).all()))
-                window_bad |= bad
-                if not window_bad:
-                    self.scaler.scale(out["loss"] / accum).backward()
+                # a non-finite loss is back-propagated too: the whole window is skipped below, on every
+                # rank together, so no host sync is needed per micro-batch
+                self.scaler.scale(out["loss"] / accum).backward()
+            loss = out["loss"].detach().float()
+            stats = torch.stack([loss, (~torch.isfinite(loss)).float()])
+            window = stats if window is None else window + stats
             bar.update(1)
             if not sync:
                 continue
-            if window_bad:
+            # the one reduction of the step: the logged loss, the non-finite check and the stop signal
+            stop = torch.tensor([float(self.stop_signal is not None)], device=window.device)
+            loss_sum, bad, stop = dist.all_reduce_sum(torch.cat([window, stop])).tolist()
+            window = None
+            if bad:
                 self.skip_nonfinite_step(i)
-                window_bad = False
             else:
-                self.optimizer_step(out, epoch, i, accum, t0, bar)
+                self.optimizer_step(out, epoch, i, accum, t0, bar, loss_sum / (accum * dist.get_world_size()))
                 if self.run.checkpoint_every_iters and self.step % self.run.checkpoint_every_iters == 0:
                     self.save_training_state(epoch, i + 1)
-            if dist.any_rank(self.stop_signal is not None):
+            if stop:
                 self.save_training_state(epoch, i + 1)
                 name = signal.Signals(self.stop_signal or signal.SIGTERM).name
                 log.warning("%s: stopped after global step %d; the training state is saved in %s. Run the same "
@@ -358,7 +362,8 @@ class RunnerBase:
                 f"{self.run.max_nonfinite_steps}), at global step {self.step}: lower run.init_lr, check the data "
                 f"(bad_samples.jsonl) or use run.amp: bf16 instead of fp16")
 
-    def optimizer_step(self, out: dict, epoch: int, i: int, accum: int, t0: float, bar) -> None:
+    def optimizer_step(self, out: dict, epoch: int, i: int, accum: int, t0: float, bar, loss: float) -> None:
+        """``loss``: the window's mean loss over micro-batches and ranks."""
         self.nonfinite_in_a_row = 0
         self.scaler.unscale_(self.optimizer)
         grad_norm = None
@@ -371,11 +376,10 @@ class RunnerBase:
         self.scheduler.step()
         self.step += 1
         if self.step % self.run.log_freq == 0 or self.step == 1:
-            loss = float(dist.all_reduce_mean(out["loss"].detach()))
             scalars = {"loss": loss, "lr": self.optimizer.param_groups[0]["lr"], "epoch": epoch,
                        "grad_norm": grad_norm, "sec_per_step": (time.time() - t0) / max(1, i + 1) * accum}
             # a task's other scalars (e.g. SCST's reward and baseline), averaged over ranks
-            scalars.update({k: float(dist.all_reduce_mean(v.detach().float().to(self.device))) for k, v in out.items()
+            scalars.update({k: float(dist.all_reduce_mean(v.detach().float())) for k, v in out.items()
                             if k != "loss" and torch.is_tensor(v) and v.dim() == 0})
             self.writer.write(self.step, scalars, prefix="train/")
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scalars['lr']:.2e}")
