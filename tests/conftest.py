@@ -34,3 +34,12 @@ def word_tokenizer_path(tiny_data, tmp_path_factory):
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
     WordTokenizer.train(texts).save(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def hf_tokenizers(tmp_path_factory):
+    """family -> a tokenizer directory with that family's real special tokens and ids (tokenizer_fixtures)."""
+    from tokenizer_fixtures import SAVERS
+
+    root = tmp_path_factory.mktemp("hf_tokenizers")
+    return {name: str(save(root / name)) for name, save in SAVERS.items()}

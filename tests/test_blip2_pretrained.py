@@ -2,38 +2,37 @@
 that leave the frozen pretrained weights out."""
 import pytest
 import torch
-from transformers import Blip2Config, Blip2ForConditionalGeneration, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, Blip2Config, Blip2ForConditionalGeneration
 
 from vcap.common.checkpoint import load_weights, read_metadata, save_weights
 from vcap.models.blip2.blip2_opt import Blip2OPTVideo
-from vcap.processors.tokenizer import WordTokenizer
 
 
-def save_tiny_blip2(path, word: WordTokenizer, text_config: dict):
-    """A tiny transformers BLIP-2 with its tokenizer, saved as a Hugging Face directory."""
+def save_tiny_blip2(path, tokenizer_dir: str, text_config: dict):
+    """A tiny transformers BLIP-2 with a real-convention tokenizer (tokenizer_fixtures), saved as a Hugging
+    Face directory. As in Salesforce/blip2-*, the image placeholder token comes after the tokenizer's ids."""
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     cfg = Blip2Config(
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                            image_size=32, patch_size=8),
         qformer_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
-        text_config=text_config, num_query_tokens=4, image_token_index=len(word) + 1)
+        text_config={**text_config, "vocab_size": len(tok) + 8}, num_query_tokens=4, image_token_index=len(tok))
     torch.manual_seed(0)
     Blip2ForConditionalGeneration(cfg).save_pretrained(path)
-    PreTrainedTokenizerFast(tokenizer_object=word.tk, bos_token="[BOS]", eos_token="[EOS]", pad_token="[PAD]",
-                            unk_token="[UNK]").save_pretrained(path)
+    tok.save_pretrained(path)
     return path
 
 
+# OPT's and Flan-T5's special ids (facebook/opt-2.7b, google/flan-t5-xl config.json)
+OPT_CONFIG = dict(model_type="opt", hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
+                  word_embed_proj_dim=32, pad_token_id=1, bos_token_id=2, eos_token_id=2)
+T5_CONFIG = dict(model_type="t5", d_model=32, d_ff=64, d_kv=16, num_layers=1, num_heads=2, pad_token_id=0,
+                 eos_token_id=1, decoder_start_token_id=0)
+
+
 @pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory, word_tokenizer_path):
-    word = WordTokenizer.load(word_tokenizer_path)
-    return save_tiny_blip2(tmp_path_factory.mktemp("blip2"), word, dict(
-        model_type="opt", hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
-        word_embed_proj_dim=32, vocab_size=len(word) + 4))
-
-
-def T5_CONFIG(word):
-    return dict(model_type="t5", d_model=32, d_ff=64, d_kv=16, num_layers=1, num_heads=2, vocab_size=len(word) + 4,
-                decoder_start_token_id=0)
+def hf_dir(tmp_path_factory, hf_tokenizers):
+    return save_tiny_blip2(tmp_path_factory.mktemp("blip2"), hf_tokenizers["opt"], OPT_CONFIG)
 
 
 def samples():
@@ -77,15 +76,27 @@ def test_lora_trains_only_adapters_in_the_llm(hf_dir):
         Blip2OPTVideo(tokenizer=str(hf_dir), pretrained=str(hf_dir), num_query_tokens=4, lora={"rank": 4})
 
 
-def test_transformers_blip2_flan_t5_loads_into_blip2_t5(tmp_path, word_tokenizer_path):
+def test_transformers_blip2_flan_t5_loads_into_blip2_t5(tmp_path, hf_tokenizers):
+    """Flan-T5's tokenizer has no BOS: the model builds, generation starts from the decoder start token
+    (<pad>) and the captions hold no <pad> or </s> text."""
     from vcap.models.blip2.blip2_t5 import Blip2T5Video
 
-    word = WordTokenizer.load(word_tokenizer_path)
-    save_tiny_blip2(tmp_path, word, T5_CONFIG(word))
+    save_tiny_blip2(tmp_path, hf_tokenizers["t5"], T5_CONFIG)
     model = Blip2T5Video(tokenizer=str(tmp_path), pretrained=str(tmp_path), num_query_tokens=4).eval()
+    assert model.tokenizer.bos_token_id is None and model.tokenizer.pad_token_id == 0
     reference = Blip2ForConditionalGeneration.from_pretrained(tmp_path).state_dict()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.items())
-    assert model.generate_ids(samples(), num_beams=2, max_new_tokens=3).shape[1] <= 3
+    seen = []
+    generate = model.language_model.generate
+    model.language_model.generate = lambda **kw: seen.append(out := generate(**kw)) or out
+    ids = model.generate_ids(samples(), num_beams=2, max_new_tokens=3)
+    assert ids.shape[1] <= 3 and (seen[0][:, 0] == model.language_model.config.decoder_start_token_id).all()
+    with torch.no_grad():  # a decoder biased towards </s> and <pad> must still give clean text
+        model.language_model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.language_model.lm_head.out_features))
+        model.language_model.lm_head.bias[[0, 1]] = 5.0
+    for caption in model.generate(samples(), num_beams=2, max_new_tokens=5) + \
+            model.generate(samples(), num_beams=1, max_new_tokens=5, min_new_tokens=3):
+        assert "<pad>" not in caption and "</s>" not in caption
     with pytest.raises(ValueError, match="Blip2OPTVideo takes OPTForCausalLM"):
         Blip2OPTVideo(tokenizer=str(tmp_path), pretrained=str(tmp_path), num_query_tokens=4)
 
@@ -116,15 +127,11 @@ def transformers_loss(path, model, captions, pixels) -> float:
 
 
 @pytest.mark.parametrize("lm", ["opt", "t5"])
-def test_one_frame_loss_equals_transformers_blip2(lm, tmp_path, word_tokenizer_path):
+def test_one_frame_loss_equals_transformers_blip2(lm, tmp_path, hf_tokenizers):
     """T = 1, same weights, same prompt handling: vcap's captioners are transformers' BLIP-2."""
     from vcap.models.blip2.blip2_t5 import Blip2T5Video
 
-    word = WordTokenizer.load(word_tokenizer_path)
-    text = T5_CONFIG(word) if lm == "t5" else dict(
-        model_type="opt", hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
-        word_embed_proj_dim=32, vocab_size=len(word) + 4)
-    save_tiny_blip2(tmp_path, word, text)
+    save_tiny_blip2(tmp_path, hf_tokenizers[lm], T5_CONFIG if lm == "t5" else OPT_CONFIG)
     cls = Blip2T5Video if lm == "t5" else Blip2OPTVideo
     for fusion in ("concat_tokens", "concat_queries"):  # one frame: both fusions are the image model
         model = cls(tokenizer=str(tmp_path), pretrained=str(tmp_path), num_query_tokens=4, frame_fusion=fusion,
@@ -247,17 +254,13 @@ def test_lavis_checkpoint_errors_name_keys_and_code_is_refused(hf_dir, tmp_path)
 
 @pytest.mark.parametrize("project,lm", [("projects/msrvtt_ft.yaml", "t5"), ("projects/msrvtt_scst.yaml", "t5"),
                                         ("projects/msrvtt_ft_opt2.7b.yaml", "opt")])
-def test_seed003_projects_build_their_model_from_a_local_blip2(project, lm, tmp_path, word_tokenizer_path):
+def test_seed003_projects_build_their_model_from_a_local_blip2(project, lm, tmp_path, hf_tokenizers):
     """The headline projects with a tiny transformers BLIP-2 standing in for the hub weights: LoRA lands on
     the LLM's q/v, the ViT and LLM stay frozen, the model trains and captions."""
     from vcap.common.config import build_config
     from vcap.common.registry import registry
 
-    word = WordTokenizer.load(word_tokenizer_path)
-    text = T5_CONFIG(word) if lm == "t5" else dict(
-        model_type="opt", hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
-        word_embed_proj_dim=32, vocab_size=len(word) + 4)
-    save_tiny_blip2(tmp_path, word, text)
+    save_tiny_blip2(tmp_path, hf_tokenizers[lm], T5_CONFIG if lm == "t5" else OPT_CONFIG)
     cfg = build_config(project, [f"model.pretrained={tmp_path}", f"model.tokenizer={tmp_path}",
                                  "model.num_query_tokens=4", "model.checkpoint=null"])
     model = registry.get_model_class(cfg.model.arch).from_config(cfg.model).train()

@@ -18,10 +18,11 @@ SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 
 
 class _Padded:
-    """``__call__`` (BOS + ids + EOS, right-padded) shared by the word and Hugging Face tokenizers."""
+    """``__call__`` (BOS + ids + EOS, right-padded) shared by the word and Hugging Face tokenizers.
+    A tokenizer without a BOS token (T5's) adds none."""
 
     pad_token_id: int
-    bos_token_id: int
+    bos_token_id: int | None
     eos_token_id: int
 
     def ids(self, text: str) -> list[int]:
@@ -30,6 +31,7 @@ class _Padded:
     def __call__(self, texts: list[str], max_length: int, add_bos: bool = True, add_eos: bool = True):
         """Right-padded ``input_ids`` and ``attention_mask`` (long tensors, B x L)."""
         rows = []
+        add_bos = add_bos and self.bos_token_id is not None
         for t in texts:
             ids = self.ids(t)[: max_length - int(add_bos) - int(add_eos)]
             rows.append(([self.bos_token_id] if add_bos else []) + ids + ([self.eos_token_id] if add_eos else []))
@@ -160,7 +162,15 @@ class SentencePieceTokenizer(_Padded):
 
 
 class HFTokenizer(_Padded):
-    """A Hugging Face tokenizer (e.g. CLIP's BPE) from an id in the local cache or a directory."""
+    """A Hugging Face tokenizer from an id in the local cache or a directory, with the special tokens its
+    family ships (each as in the hub's tokenizer_config.json):
+
+    - T5 / Flan-T5: no BOS; ``</s>`` (1) ends a sequence, ``<pad>`` (0) pads and starts the decoder;
+    - OPT: ``</s>`` (2) is BOS and EOS, ``<pad>`` (1) pads;
+    - GPT-2: ``<|endoftext|>`` (50256) is BOS and EOS, no pad token (EOS pads);
+    - CLIP / X-CLIP: ``<|startoftext|>`` (49406) opens, ``<|endoftext|>`` (49407) closes and pads;
+    - BERT: ``[CLS]`` (101) opens, ``[SEP]`` (102) closes, ``[PAD]`` (0) pads.
+    """
 
     def __init__(self, name: str):
         from transformers import AutoTokenizer
@@ -171,11 +181,14 @@ class HFTokenizer(_Padded):
             raise ValueError(f"model.tokenizer {name!r}: not a word-tokenizer file and no Hugging Face tokenizer could "
                              f"be loaded from it (offline, it must be a directory or an id in the local cache): {e}") from e
         tk = self.tk
-        self.bos_token_id, self.eos_token_id = tk.bos_token_id, tk.eos_token_id
-        self.pad_token_id = tk.pad_token_id if tk.pad_token_id is not None else tk.eos_token_id
+        # BERT-style tokenizers open with [CLS] and close with [SEP] where others have BOS and EOS
+        self.bos_token_id = tk.bos_token_id if tk.bos_token_id is not None else tk.cls_token_id
+        self.eos_token_id = tk.eos_token_id if tk.eos_token_id is not None else tk.sep_token_id
+        self.pad_token_id = tk.pad_token_id if tk.pad_token_id is not None else self.eos_token_id
         self.unk_token_id = tk.unk_token_id
-        if self.bos_token_id is None or self.eos_token_id is None:
-            raise ValueError(f"tokenizer {name!r} has no BOS or EOS token; vcap's text models need both")
+        if self.eos_token_id is None:
+            raise ValueError(f"tokenizer {name!r} has no EOS (or SEP) token; vcap's text models end every caption "
+                             f"with one")
 
     def __len__(self) -> int:
         return len(self.tk)
@@ -184,7 +197,11 @@ class HFTokenizer(_Padded):
         return self.tk.encode(text, add_special_tokens=False)
 
     def decode(self, ids) -> str:
+        """The text up to the first EOS, special tokens left out (a leading BOS is skipped first: OPT's
+        BOS is its EOS)."""
         ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        while ids and ids[0] == self.bos_token_id:
+            ids = ids[1:]
         if self.eos_token_id in ids:
             ids = ids[: ids.index(self.eos_token_id)]
         return self.tk.decode(ids, skip_special_tokens=True).strip()

@@ -176,7 +176,8 @@ class Blip2OPTVideo(Captioner):
         return out.reshape(b, -1, out.shape[-1])
 
     def _prompt_ids(self) -> torch.Tensor:
-        return torch.tensor([self.tokenizer.bos_token_id] + self.tokenizer.ids(self.prompt), device=self.device)
+        bos = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
+        return torch.tensor(bos + self.tokenizer.ids(self.prompt), dtype=torch.long, device=self.device)
 
     def _prefix(self, video_embeds: torch.Tensor) -> tuple[torch.Tensor, int]:
         """LM inputs before the caption: query embeddings then the prompt."""

