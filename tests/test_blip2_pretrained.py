@@ -272,3 +272,48 @@ def test_seed003_projects_build_their_model_from_a_local_blip2(project, lm, tmp_
     model(samples())["loss"].backward()
     model.eval()
     assert len(model.generate(samples(), num_beams=2, max_new_tokens=4, min_new_tokens=1)) == 2
+
+
+@pytest.mark.parametrize("lm", ["opt", "t5"])
+def test_frozen_parts_load_in_bf16_and_trained_parts_stay_exact_fp32(lm, tmp_path, hf_tokenizers):
+    """model.frozen_dtype: the frozen ViT and LLM are loaded straight in bf16; the Q-Former, queries,
+    projection and LoRA train in fp32, with the checkpoint's values bit for bit."""
+    from vcap.models.blip2.blip2_t5 import Blip2T5Video
+
+    save_tiny_blip2(tmp_path, hf_tokenizers[lm], T5_CONFIG if lm == "t5" else OPT_CONFIG)
+    cls = Blip2T5Video if lm == "t5" else Blip2OPTVideo
+    lora = {"r": 4, "alpha": 8, "target_modules": ["q", "v"] if lm == "t5" else ["q_proj", "v_proj"]}
+    model = cls(tokenizer=str(tmp_path), pretrained=str(tmp_path), num_query_tokens=4, lora=lora, frozen_dtype="bf16")
+    reference = Blip2ForConditionalGeneration.from_pretrained(tmp_path).state_dict()
+    for name, p in model.named_parameters():
+        if name.startswith(("vision_model.", "language_model.")) and "lora_" not in name:
+            assert p.dtype == torch.bfloat16 and not p.requires_grad, name
+            assert torch.equal(p, reference[name.replace(".base_layer", "")].bfloat16()), name
+        else:
+            assert p.dtype == torch.float32 and p.requires_grad, name
+            if name in reference:
+                assert torch.equal(p, reference[name]), name
+    out = model.train()(samples())
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert model.query_tokens.grad is not None and all(
+        p.grad is not None for n, p in model.named_parameters() if "lora_A" in n)
+    assert len(model.eval().generate(samples(), num_beams=2, max_new_tokens=3)) == 2
+    with pytest.raises(ValueError, match="model.frozen_dtype 'bf17'"):
+        cls(tokenizer=str(tmp_path), pretrained=str(tmp_path), num_query_tokens=4, frozen_dtype="bf17")
+
+
+def test_a_from_scratch_frozen_llm_is_built_in_bf16(hf_tokenizers):
+    from vcap.models.blip2.blip2_t5 import Blip2T5Video
+
+    cfg = dict(vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                  image_size=32, patch_size=8),
+               qformer_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
+               text_config=dict(d_model=32, d_ff=64, d_kv=16, num_layers=1, num_heads=2))
+    model = Blip2T5Video(tokenizer=hf_tokenizers["t5"], blip2_config=cfg, num_query_tokens=4, freeze_vit=True,
+                         freeze_llm=True, frozen_dtype="bf16")
+    assert {p.dtype for p in model.vision_model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.language_model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.qformer.parameters()} == {torch.float32}
+    model.train()(samples())["loss"].backward()
+    assert model.language_projection.weight.grad is not None

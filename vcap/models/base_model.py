@@ -13,10 +13,10 @@ from vcap.processors.tokenizer import TRAINED_TOKENIZERS
 log = logging.getLogger(__name__)
 
 
-def load_transformers(model_cls, spec: str, what: str, key: str = "model.pretrained"):
-    """``model_cls.from_pretrained(spec)``, with an error naming the config key when nothing loads offline."""
+def load_transformers(model_cls, spec: str, what: str, key: str = "model.pretrained", **kwargs):
+    """``model_cls.from_pretrained(spec, **kwargs)``, with an error naming the config key when nothing loads offline."""
     try:
-        return model_cls.from_pretrained(spec)
+        return model_cls.from_pretrained(spec, **kwargs)
     except OSError as e:
         raise ValueError(f"{key} {spec!r}: no transformers {what} could be loaded (offline, it must be a directory "
                          f"or an id in the local cache): {e}") from e

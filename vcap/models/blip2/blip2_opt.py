@@ -9,6 +9,8 @@ language_model) so its weights map one to one.
 """
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -19,6 +21,60 @@ from vcap.common.registry import registry
 from vcap.models.base_model import Captioner, load_transformers
 from vcap.models.generation import generate_from_prefix, prefix_logprobs
 from vcap.processors.tokenizer import load_text_tokenizer
+
+log = logging.getLogger(__name__)
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+TRAINED_ALWAYS = ("qformer.", "query_tokens", "language_projection.")
+
+
+def frozen_torch_dtype(name: str) -> torch.dtype:
+    """``model.frozen_dtype``: ``auto`` is bf16 where CUDA is visible (the frozen ViT and LLM then take half
+    the memory, as in LAVIS), fp32 on the CPU."""
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"model.frozen_dtype {name!r}: expected one of auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def _safetensors_files(spec: str) -> list[Path]:
+    """The safetensors files of a transformers directory or of a hub id in the local cache."""
+    root = Path(spec)
+    if not root.is_dir():
+        from huggingface_hub import snapshot_download
+
+        root = Path(snapshot_download(spec, local_files_only=True))
+    return sorted(root.glob("*.safetensors"))
+
+
+def load_blip2(pretrained: str, frozen: set[str], dtype: torch.dtype):
+    """transformers' BLIP-2 with the frozen parts (``vision_model`` / ``language_model``) loaded straight in
+    ``dtype`` (no fp32 copy on the way) and everything that trains in fp32, read again at full precision
+    from the checkpoint files."""
+    from safetensors import safe_open
+    from transformers import Blip2ForConditionalGeneration
+
+    if dtype == torch.float32 or not frozen:
+        return load_transformers(Blip2ForConditionalGeneration, pretrained, "BLIP-2")
+    hf = load_transformers(Blip2ForConditionalGeneration, pretrained, "BLIP-2", dtype=dtype)
+    trained = TRAINED_ALWAYS + tuple(f"{m}." for m in ("vision_model", "language_model") if m not in frozen)
+    params = dict(hf.named_parameters())
+    with torch.no_grad():
+        for name, p in params.items():
+            if name.startswith(trained):
+                p.data = p.data.float()
+        found = set()
+        for f in _safetensors_files(pretrained):
+            with safe_open(str(f), "pt") as st:
+                for key in st.keys():
+                    if key.startswith(trained) and key in params:
+                        params[key].data.copy_(st.get_tensor(key).float())
+                        found.add(key)
+    missing = [k for k in params if k.startswith(trained) and k not in found]
+    if missing:
+        log.warning("%s: %d trained weights were not found in its safetensors files at full precision and keep the "
+                    "%s values (e.g. %s)", pretrained, len(missing), dtype, missing[:3])
+    return hf
 
 
 @registry.register_model("blip2_opt")
@@ -46,6 +102,9 @@ class Blip2OPTVideo(Captioner):
             and ``lora``; see ``lavis_weights``.
         grad_checkpointing: recompute the activations of the ViT and the LLM layers in the backward pass
             (torch.utils.checkpoint, non-reentrant) where they train.
+        frozen_dtype: ``bf16``, ``fp16`` or ``fp32`` storage of the frozen ViT and LLM, which are built or
+            loaded directly in it; ``auto``: bf16 on a GPU, fp32 on the CPU. What trains (Q-Former,
+            queries, projection, LoRA adapters, a ViT or LLM that is not frozen) stays fp32.
     """
 
     PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/blip2_opt/tiny.yaml",
@@ -56,16 +115,16 @@ class Blip2OPTVideo(Captioner):
                  temporal_embedding: bool = True, max_frames: int = 32, freeze_vit: bool = True,
                  freeze_llm: bool = True, max_txt_len: int = 32, pretrained: str | None = None,
                  lora: dict | None = None, lavis_checkpoint: str | list[str] | None = None,
-                 grad_checkpointing: bool = False):
+                 grad_checkpointing: bool = False, frozen_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"):
         super().__init__()
         if frame_fusion not in ("concat_tokens", "concat_queries"):
             raise ValueError(f"frame_fusion {frame_fusion!r}: expected 'concat_tokens' or 'concat_queries'")
         self.tokenizer = load_text_tokenizer(tokenizer)
         tok = self.tokenizer
+        low = frozen_torch_dtype(frozen_dtype)
+        frozen = {n for n, f in (("vision_model", freeze_vit), ("language_model", freeze_llm)) if f}
         if pretrained:
-            from transformers import Blip2ForConditionalGeneration
-
-            hf = load_transformers(Blip2ForConditionalGeneration, pretrained, "BLIP-2")
+            hf = load_blip2(pretrained, frozen, low)
             if not isinstance(hf.language_model, self.LM_CLASS):
                 raise ValueError(f"model.pretrained {pretrained!r} has a {type(hf.language_model).__name__} language "
                                  f"model; {type(self).__name__} takes {self.LM_CLASS.__name__}")
@@ -79,11 +138,13 @@ class Blip2OPTVideo(Captioner):
             vcfg = Blip2VisionConfig(**blip2_config.get("vision_config", {}))
             qcfg = Blip2QFormerConfig(**{**blip2_config.get("qformer_config", {}),
                                          "encoder_hidden_size": vcfg.hidden_size})
-            self.vision_model = Blip2VisionModel(vcfg)
+            self.vision_model = Blip2VisionModel._from_config(
+                vcfg, dtype=low if "vision_model" in frozen else torch.float32)
             self.query_tokens = torch.nn.Parameter(
                 torch.randn(1, num_query_tokens, qcfg.hidden_size) * qcfg.initializer_range)
             self.qformer = Blip2QFormerModel(qcfg)
-            self.language_model = self.new_language_model(blip2_config.get("text_config", {}), tok)
+            self.language_model = self.new_language_model(blip2_config.get("text_config", {}), tok,
+                                                          low if "language_model" in frozen else torch.float32)
             self.language_projection = torch.nn.Linear(qcfg.hidden_size,
                                                        self.language_model.get_input_embeddings().embedding_dim)
             vdim, init = vcfg.hidden_size, 0.02
@@ -95,7 +156,7 @@ class Blip2OPTVideo(Captioner):
         self.pretrained = pretrained
         self.prompt, self.frame_fusion, self.max_txt_len = prompt, frame_fusion, max_txt_len
         self.max_frames = max_frames
-        self._frozen_modules = [n for n, f in (("vision_model", freeze_vit), ("language_model", freeze_llm)) if f]
+        self._frozen_modules = [n for n in ("vision_model", "language_model") if n in frozen]
         for name in self._frozen_modules:
             getattr(self, name).requires_grad_(False)
         self.lora = dict(lora) if lora else None
@@ -109,6 +170,9 @@ class Blip2OPTVideo(Captioner):
                              lora_dropout=self.lora.get("dropout", 0.05),
                              target_modules=list(self.lora.get("target_modules", ["q_proj", "v_proj"])))
             inject_adapter_in_model(cfg, self.language_model)  # adapters trainable, the rest as frozen above
+            for n, p in self.language_model.named_parameters():
+                if "lora_" in n:
+                    p.data = p.data.float()  # adapters train in fp32 beside the low-precision frozen weights
             if "language_model" in self._frozen_modules:  # the LLM stays in eval mode, its adapters' dropout too
                 self._frozen_modules.remove("language_model")
                 self.language_model.requires_grad_(False)
@@ -132,9 +196,10 @@ class Blip2OPTVideo(Captioner):
     FSDP_LAYERS = ("Blip2EncoderLayer", "Blip2QFormerLayer", "OPTDecoderLayer", "T5Block")
 
     @staticmethod
-    def new_language_model(text_config: dict, tok) -> torch.nn.Module:
-        return OPTForCausalLM(OPTConfig(**{**text_config, "vocab_size": len(tok), "pad_token_id": tok.pad_token_id,
-                                           "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}))
+    def new_language_model(text_config: dict, tok, dtype: torch.dtype) -> torch.nn.Module:
+        return OPTForCausalLM._from_config(OPTConfig(**{
+            **text_config, "vocab_size": text_config.get("vocab_size", len(tok)), "pad_token_id": tok.pad_token_id,
+            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}), dtype=dtype)
 
     # -- the one shared encoding path: video -> LM input embeddings ------------------------------
     vit_cache = None
@@ -151,7 +216,7 @@ class Blip2OPTVideo(Captioner):
     def _vit(self, video: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) -> (B, T, P, Dv) ViT tokens (after the ViT's final layer norm)."""
         b, t = video.shape[:2]
-        tokens = self.vision_model(pixel_values=video.flatten(0, 1)).last_hidden_state
+        tokens = self.vision_model(pixel_values=video.flatten(0, 1).to(self.vision_model.dtype)).last_hidden_state
         return tokens.view(b, t, *tokens.shape[1:])
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
@@ -163,6 +228,7 @@ class Blip2OPTVideo(Captioner):
             tokens = self.vit_cache(video, self._vit, self.device)
         else:
             tokens = self._vit(video.to(self.device))
+        tokens = tokens.to(self.query_tokens.dtype)  # a low-precision frozen ViT hands fp32 to the Q-Former
         if self.temporal_embedding is not None:
             tokens = tokens + self.temporal_embedding[:t, None, :]
         if self.frame_fusion == "concat_tokens":
@@ -182,6 +248,7 @@ class Blip2OPTVideo(Captioner):
     def _prefix(self, video_embeds: torch.Tensor) -> tuple[torch.Tensor, int]:
         """LM inputs before the caption: query embeddings then the prompt."""
         prompt = self.language_model.get_input_embeddings()(self._prompt_ids())
+        video_embeds = video_embeds.to(prompt.dtype)  # into the LLM's dtype
         prefix = torch.cat([video_embeds, prompt.unsqueeze(0).expand(video_embeds.shape[0], -1, -1)], dim=1)
         return prefix, prefix.shape[1]
 

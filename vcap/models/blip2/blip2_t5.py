@@ -21,10 +21,10 @@ class Blip2T5Video(Blip2OPTVideo):
     LM_CLASS = T5ForConditionalGeneration
 
     @staticmethod
-    def new_language_model(text_config: dict, tok) -> torch.nn.Module:
-        return T5ForConditionalGeneration(T5Config(**{
-            **text_config, "vocab_size": len(tok), "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
-            "decoder_start_token_id": tok.pad_token_id}))
+    def new_language_model(text_config: dict, tok, dtype: torch.dtype) -> torch.nn.Module:
+        return T5ForConditionalGeneration._from_config(T5Config(**{
+            **text_config, "vocab_size": text_config.get("vocab_size", len(tok)), "pad_token_id": tok.pad_token_id,
+            "eos_token_id": tok.eos_token_id, "decoder_start_token_id": tok.pad_token_id}), dtype=dtype)
 
     def _prompt_ids(self) -> torch.Tensor:
         """The prompt ends with EOS, as T5's tokenizer ends every encoder input (and LAVIS's BLIP-2 T5 was
