@@ -96,6 +96,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--json", help="also write the results as JSON here")
     args = p.parse_args()
     torch.set_num_threads(1)
     results = {}
@@ -119,6 +120,8 @@ def main() -> None:
         results[f"gop{gop}"] = rates
         print(f"gop {gop}: " + ", ".join(f"{k}={v:.2f}" for k, v in rates.items()), flush=True)
     print(json.dumps(results, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

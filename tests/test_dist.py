@@ -70,7 +70,6 @@ assert dist.comm_device() == torch.device("cpu")
 # reproduces that here: a helper that creates a tensor without naming comm_device() communicates a
 # meta tensor, which carries no values, and the checks below fail (NCCL would refuse the CPU one).
 torch.set_default_device("meta")
-assert dist.any_rank(rank == 1) and not dist.any_rank(False)
 x = torch.full((3,), float(rank + 1), device=device)
 assert dist.all_reduce_sum(x).tolist() == [3.0] * 3 and dist.all_reduce_mean(x).tolist() == [1.5] * 3
 w = torch.full((2,), float(rank), device=device, requires_grad=True)
@@ -161,3 +160,42 @@ def test_ranks_start_from_identical_weights_then_draw_their_own_numbers(tmp_path
     p = subprocess.run(cmd, cwd=REPO, env=env(tmp_path), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "seeds ok" in p.stdout
+
+
+FSDP_META = """
+import hashlib, sys
+import torch
+from transformers import Blip2ForConditionalGeneration
+from vcap.cli import _load, _parser, _start
+from vcap.common import dist
+from vcap.common.fsdp import full_state_dict, is_meta
+
+runner = _start(_load(_parser("t", "t").parse_args(sys.argv[1:])))
+assert is_meta(runner.model) == (dist.get_rank() > 0), "only rank 0 may materialise the model"
+runner.setup_optimization(steps_per_epoch=1)
+buffers = hashlib.sha256(b"".join(b.cpu().numpy().tobytes() for b in runner.model.buffers())).hexdigest()
+assert len(set(dist.all_gather_object(buffers))) == 1, "ranks hold different buffers"
+state = full_state_dict(runner.model)
+if dist.is_main_process():
+    want = Blip2ForConditionalGeneration.from_pretrained(sys.argv[-1].split("=", 1)[1]).state_dict()
+    shared = [k for k in want if k in state]
+    assert len(shared) > 50 and all(torch.equal(state[k].float(), want[k].float()) for k in shared), \\
+        [k for k in shared if not torch.equal(state[k].float(), want[k].float())][:5]
+    print("fsdp from rank 0 ok", len(shared), flush=True)
+runner.close()
+"""
+
+
+def test_fsdp_builds_the_model_on_rank_0_only_and_shards_its_weights(tmp_path, hf_tokenizers):
+    from test_blip2_pretrained import OPT_CONFIG, save_tiny_blip2
+
+    hf = save_tiny_blip2(tmp_path / "blip2", hf_tokenizers["opt"], OPT_CONFIG)
+    script = tmp_path / "fsdp_meta.py"
+    script.write_text(FSDP_META)
+    cmd = torchrun(str(script), "--cfg-path", "projects/demo/caption_synthetic.yaml",
+                   *options("synthetic_caption", tmp_path / "out", "run.fsdp=true", "model.num_query_tokens=4",
+                            "model.freeze_vit=true", "model.freeze_llm=true", f"model.tokenizer={hf}",
+                            f"model.pretrained={hf}"))
+    p = subprocess.run(cmd, cwd=REPO, env=env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "fsdp from rank 0 ok" in p.stdout

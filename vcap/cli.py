@@ -21,6 +21,10 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 def _start(cfg):
     """Process group, logging, threads and seeds; then task, datasets, model and runner."""
+    import contextlib
+
+    import torch
+
     from vcap.common import dist
     from vcap.common.logger import setup_logging
     from vcap.common.registry import registry
@@ -34,7 +38,12 @@ def _start(cfg):
     Path(run.output_dir).mkdir(parents=True, exist_ok=True)
     task = registry.get_task_class(run.task).setup_task(cfg)
     datasets = task.build_datasets(cfg)
-    model = task.build_model(cfg, datasets)
+    # run.fsdp training: only rank 0 materialises the model; the others build its shapes on the meta device
+    # and receive their shards of rank 0's weights when it is sharded (torchtune's way)
+    on_meta = (run.fsdp and not run.evaluate_only and dist.get_rank() > 0
+               and getattr(registry.get_model_class(cfg.model.arch), "META_INIT", False))
+    with torch.device("meta") if on_meta else contextlib.nullcontext():
+        model = task.build_model(cfg, datasets)
     log.info("model %s/%s: %.2fM parameters (%.2fM trainable) on %s", cfg.model.arch, cfg.model.model_type,
              sum(p.numel() for p in model.parameters()) / 1e6,
              sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, device)

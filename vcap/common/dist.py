@@ -137,15 +137,6 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return all_reduce_sum(x) / get_world_size()
 
 
-def any_rank(flag: bool) -> bool:
-    """True on every rank if ``flag`` is true on any rank (ranks agree on a skip or a stop)."""
-    if not is_dist():
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=comm_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
 def broadcast_tensors_(tensors, src: int = 0) -> None:
     """Overwrite each tensor in place with rank ``src``'s values (e.g. the initial weights)."""
     if not is_dist():

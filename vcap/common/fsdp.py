@@ -17,21 +17,32 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
 
-def shard_model(model: torch.nn.Module, layer_classes: tuple[str, ...]) -> int:
+def shard_model(model: torch.nn.Module, layer_classes: tuple[str, ...], device: torch.device) -> int:
     """Shard each module whose class is named in ``layer_classes``, then the rest at the root.
     Returns the number of layers sharded on their own.
 
-    Rank 0's weights are broadcast first, as DDP does: each rank keeps only its own slice of what it
-    holds, so ranks initialised differently would otherwise train a patchwork of their weights."""
+    Rank 0's weights are what every rank trains from, as with DDP: the other ranks may have built the
+    model on the meta device (``run.fsdp`` never materialises it on more than one rank, as torchtune does),
+    or may hold weights of their own; either way each receives its slice of rank 0's weights here."""
     from vcap.common import dist
 
-    with torch.no_grad():
-        dist.broadcast_tensors_(model.state_dict().values(), src=0)
+    full = dict(model.state_dict()) if dist.get_rank() == 0 else {}  # rank 0's full weights, kept to send
     layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
     for m in reversed(layers):  # inner modules first, as fully_shard requires
         fully_shard(m)
     fully_shard(model)
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        model.to_empty(device=device)
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    del full
+    with torch.no_grad():  # buffers left out of the state dict (position ids and the like)
+        dist.broadcast_tensors_(list(model.buffers()), src=0)
     return len(layers)
+
+
+def is_meta(model: torch.nn.Module) -> bool:
+    """Built on the meta device (shapes only), to be filled by ``shard_model``."""
+    return any(p.is_meta for p in model.parameters())
 
 
 def is_sharded(model: torch.nn.Module) -> bool:

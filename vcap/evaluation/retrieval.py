@@ -43,14 +43,16 @@ def retrieval_metrics_blocks(score_block, n_texts: int, n_videos: int, text_to_v
     The full matrix is never held: passes over blocks of texts (two; three with
     ``dual_softmax``, the temperature of dual-softmax re-scoring: each score times the softmax
     over texts of that video's column) keep memory at one block. ``top1`` (a list) receives each
-    text's best video.
+    text's best video. The blocks may live on a GPU: the ranks are counted where the scores are.
     """
     t2v = _check(text_to_video, n_texts, n_videos)
+    dev = score_block(0, min(1, n_texts)).device
+    t2v = t2v.to(dev)
     chunk = chunk or default_chunk(n_videos)
     blocks = [(s, min(s + chunk, n_texts)) for s in range(0, n_texts, chunk)]
     lse = None
     if dual_softmax is not None:  # column log-sum-exp over all texts, streamed
-        lse = torch.full((n_videos,), -float("inf"), dtype=torch.float64)
+        lse = torch.full((n_videos,), -float("inf"), dtype=torch.float64, device=dev)
         for s, e in blocks:
             lse = torch.logaddexp(lse, torch.logsumexp(score_block(s, e).double() * dual_softmax, dim=0))
 
@@ -60,8 +62,8 @@ def retrieval_metrics_blocks(score_block, n_texts: int, n_videos: int, text_to_v
             b = b * torch.exp(b.double() * dual_softmax - lse[None]).float()
         return b
 
-    t_ranks = torch.empty(n_texts, dtype=torch.long)
-    best = torch.full((n_videos,), -float("inf"))
+    t_ranks = torch.empty(n_texts, dtype=torch.long, device=dev)
+    best = torch.full((n_videos,), -float("inf"), device=dev)
     for s, e in blocks:
         b = block(s, e)
         right = b.gather(1, t2v[s:e, None])
@@ -70,13 +72,13 @@ def retrieval_metrics_blocks(score_block, n_texts: int, n_videos: int, text_to_v
         if top1 is not None:
             top1.extend(b.argmax(1).tolist())
     # video -> text: each video's best own caption, ranked against every other text
-    v_ranks = torch.ones(n_videos, dtype=torch.long)
+    v_ranks = torch.ones(n_videos, dtype=torch.long, device=dev)
     for s, e in blocks:
         b = block(s, e)
         v_ranks += (b >= best[None]).sum(0)
         own = b.gather(1, t2v[s:e, None]).squeeze(1) >= best[t2v[s:e]]
-        v_ranks -= torch.zeros(n_videos, dtype=torch.long).scatter_add_(0, t2v[s:e], own.long())
-    return {**_summary(t_ranks.numpy(), "t2v"), **_summary(v_ranks.numpy(), "v2t")}
+        v_ranks -= torch.zeros(n_videos, dtype=torch.long, device=dev).scatter_add_(0, t2v[s:e], own.long())
+    return {**_summary(t_ranks.cpu().numpy(), "t2v"), **_summary(v_ranks.cpu().numpy(), "v2t")}
 
 
 def retrieval_metrics(sim, text_to_video, chunk: int | None = None, dual_softmax: float | None = None) -> dict:

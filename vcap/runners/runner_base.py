@@ -22,8 +22,8 @@ from tqdm import tqdm
 from vcap.common import dist
 from vcap.common.checkpoint import load_weights, save_weights
 from vcap.common.config import run_config
-from vcap.common.fsdp import (full_state_dict, gathered, is_sharded, load_optimizer_state, optimizer_state,
-                              set_gradient_sync, shard_model)
+from vcap.common.fsdp import (full_state_dict, gathered, is_meta, is_sharded, load_optimizer_state,
+                              optimizer_state, set_gradient_sync, shard_model)
 from vcap.common.logger import MetricWriter
 from vcap.common.optim import param_groups
 from vcap.common.registry import registry
@@ -123,7 +123,7 @@ class RunnerBase:
         self.run = run_config(cfg)
         self.output_dir = Path(self.run.output_dir)
         self.ckpt_dir = self.output_dir / "checkpoints"
-        self.model = model.to(device)
+        self.model = model if is_meta(model) else model.to(device)  # a meta model is filled when sharded
         self.ddp = None
         self.optimizer = self.scheduler = self.scaler = None
         self.step = self.epoch = 0
@@ -196,7 +196,7 @@ class RunnerBase:
     def setup_optimization(self, steps_per_epoch: int) -> None:
         r = self.run
         if r.fsdp and dist.is_dist():  # before the optimizer: it must hold the sharded parameters
-            n = shard_model(self.model, getattr(self.model, "FSDP_LAYERS", ()))
+            n = shard_model(self.model, getattr(self.model, "FSDP_LAYERS", ()), self.device)
             log.info("FSDP: %d layers sharded over %d ranks", n, dist.get_world_size())
         total = r.max_iters if r.max_iters else r.max_epoch * steps_per_epoch
         lr_scales = getattr(self.model, "lr_scales", lambda: {})()

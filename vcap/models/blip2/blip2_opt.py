@@ -50,20 +50,28 @@ def _safetensors_files(spec: str) -> list[Path]:
 def load_blip2(pretrained: str, frozen: set[str], dtype: torch.dtype):
     """transformers' BLIP-2 with the frozen parts (``vision_model`` / ``language_model``) loaded straight in
     ``dtype`` (no fp32 copy on the way) and everything that trains in fp32, read again at full precision
-    from the checkpoint files."""
+    from the checkpoint files. Under a meta device (``run.fsdp`` on a rank > 0) only the shapes are built:
+    rank 0's weights arrive when the model is sharded."""
     from safetensors import safe_open
-    from transformers import Blip2ForConditionalGeneration
+    from transformers import Blip2Config, Blip2ForConditionalGeneration
 
-    if dtype == torch.float32 or not frozen:
-        return load_transformers(Blip2ForConditionalGeneration, pretrained, "BLIP-2")
-    hf = load_transformers(Blip2ForConditionalGeneration, pretrained, "BLIP-2", dtype=dtype)
     trained = TRAINED_ALWAYS + tuple(f"{m}." for m in ("vision_model", "language_model") if m not in frozen)
+    meta = torch.empty(0).is_meta
+    if meta:
+        hf = Blip2ForConditionalGeneration._from_config(Blip2Config.from_pretrained(pretrained), dtype=dtype)
+    elif dtype == torch.float32 or not frozen:
+        return load_transformers(Blip2ForConditionalGeneration, pretrained, "BLIP-2")
+    else:
+        hf = load_transformers(Blip2ForConditionalGeneration, pretrained, "BLIP-2", dtype=dtype)
     params = dict(hf.named_parameters())
     with torch.no_grad():
         for name, p in params.items():
             if name.startswith(trained):
                 p.data = p.data.float()
-        found = set()
+    if meta:
+        return hf
+    found = set()
+    with torch.no_grad():
         for f in _safetensors_files(pretrained):
             with safe_open(str(f), "pt") as st:
                 for key in st.keys():
@@ -192,6 +200,7 @@ class Blip2OPTVideo(Captioner):
                 getattr(self, name).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     LM_CLASS = OPTForCausalLM
+    META_INIT = True  # buildable on the meta device (run.fsdp materialises it on rank 0 only)
     # layers run.fsdp shards on their own (ViT, Q-Former and LLM blocks); the rest is sharded at the root
     FSDP_LAYERS = ("Blip2EncoderLayer", "Blip2QFormerLayer", "OPTDecoderLayer", "T5Block")
 
