@@ -88,20 +88,26 @@ def _tree(sd: dict) -> torch.nn.Module:
     return root
 
 
-def test_transformers_directory_with_its_tokenizer(reference, tmp_path, word_tokenizer_path):
-    from transformers import PreTrainedTokenizerFast
+def test_transformers_directory_with_its_tokenizer(tmp_path, hf_tokenizers):
+    """openai/clip-vit-base-patch32's conventions: the tokenizer opens with <|startoftext|> (49406), closes
+    and pads with <|endoftext|> (49407), and the text tower pools at the first <|endoftext|>, so padding
+    never changes a caption's embedding."""
+    from transformers import AutoTokenizer
 
-    from vcap.processors.tokenizer import WordTokenizer
-
-    reference.save_pretrained(tmp_path / "clip")
-    word = WordTokenizer.load(word_tokenizer_path)
-    PreTrainedTokenizerFast(tokenizer_object=word.tk, bos_token="[BOS]", eos_token="[EOS]", pad_token="[PAD]",
-                            unk_token="[UNK]").save_pretrained(tmp_path / "clip")
-    model = CLIP4Clip(tokenizer=str(tmp_path / "clip"), pretrained=str(tmp_path / "clip"), sim_header="meanP")
-    assert_same_clip(model, reference)
+    torch.manual_seed(0)
+    clip = CLIPModel(CLIPConfig(**{**TINY, "text_config": {**TINY["text_config"], "vocab_size": 49408}})).eval()
+    clip.save_pretrained(tmp_path / "clip")
+    AutoTokenizer.from_pretrained(hf_tokenizers["clip"]).save_pretrained(tmp_path / "clip")
+    model = CLIP4Clip(tokenizer=str(tmp_path / "clip"), pretrained=str(tmp_path / "clip"), sim_header="meanP").eval()
+    assert_same_clip(model, clip)
     assert model.load_report["missing"] == [] and model.load_report["unexpected"] == []
-    ids, mask = model.tokenizer(["a red circle"], 8)
-    assert ids[0, 0] == word.bos_token_id and ids[0, int(mask.sum()) - 1] == word.eos_token_id
+    ids, mask = model.tokenizer(["a red circle", "a large blue square moves left on a white background"], 16)
+    n = int(mask[0].sum())
+    assert ids[0, 0] == 49406 and ids[0, n - 1] == 49407 and ids[0, n:].eq(49407).all() and n < ids.shape[1]
+    with torch.no_grad():
+        alone = model.encode_text({"text_input": ["a red circle"]})
+        padded = model.encode_text({"text_input": ["a red circle", "a large blue square moves left on a white background"]})
+    assert torch.allclose(alone[0], padded[0], atol=1e-5)
 
 
 @pytest.mark.parametrize("fmt", ["state_dict", "torchscript"])

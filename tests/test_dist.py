@@ -84,14 +84,10 @@ assert dist.all_gather_object(rank) == [0, 1] and dist.broadcast_object(rank) ==
 torch.set_default_device("cpu")
 print("helpers ok", rank, flush=True)
 dist.cleanup()
-"""
 
-NCCL_RULE = """
-import torch
+# a process group with NCCL's device rule (a backend for CUDA tensors only), on a machine without CUDA:
+# torch refuses a CPU tensor, and vcap says it has no device to communicate on
 import torch.distributed as td
-from vcap.common import dist
-
-# a process group with NCCL's device rule (a backend for CUDA tensors only), on a machine without CUDA
 td.init_process_group(backend="cuda:gloo")
 try:
     td.all_reduce(torch.ones(1))
@@ -113,13 +109,7 @@ def test_helpers_communicate_on_the_comm_device_not_the_default_device(tmp_path)
     script.write_text(HELPERS)
     p = subprocess.run(torchrun(str(script)), cwd=REPO, env=env(tmp_path), capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert p.stdout.count("helpers ok") == 2
-
-    script = tmp_path / "nccl_rule.py"
-    script.write_text(NCCL_RULE)
-    p = subprocess.run(torchrun(str(script)), cwd=REPO, env=env(tmp_path), capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert p.stdout.count("comm device refused") == 2
+    assert p.stdout.count("helpers ok") == 2 and p.stdout.count("comm device refused") == 2
 
 
 def test_nccl_without_cuda_is_a_clear_error(monkeypatch):
