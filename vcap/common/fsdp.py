@@ -31,7 +31,7 @@ def shard_model(model: torch.nn.Module, layer_classes: tuple[str, ...], device: 
     for m in reversed(layers):  # inner modules first, as fully_shard requires
         fully_shard(m)
     fully_shard(model)
-    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+    if is_meta(model):
         model.to_empty(device=device)
     set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     del full
@@ -42,7 +42,7 @@ def shard_model(model: torch.nn.Module, layer_classes: tuple[str, ...], device: 
 
 def is_meta(model: torch.nn.Module) -> bool:
     """Built on the meta device (shapes only), to be filled by ``shard_model``."""
-    return any(p.is_meta for p in model.parameters())
+    return any(t.is_meta for t in [*model.parameters(), *model.buffers()])
 
 
 def is_sharded(model: torch.nn.Module) -> bool:

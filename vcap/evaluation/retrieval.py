@@ -37,17 +37,17 @@ def default_chunk(n_videos: int, max_elements: int = 2**26) -> int:
 
 
 def retrieval_metrics_blocks(score_block, n_texts: int, n_videos: int, text_to_video, chunk: int | None = None,
-                             dual_softmax: float | None = None, top1: list | None = None) -> dict:
+                             dual_softmax: float | None = None, top1: list | None = None,
+                             device: torch.device | str = "cpu") -> dict:
     """Retrieval metrics from ``score_block(start, end) -> (end - start, n_videos)`` similarity rows.
 
     The full matrix is never held: passes over blocks of texts (two; three with
     ``dual_softmax``, the temperature of dual-softmax re-scoring: each score times the softmax
     over texts of that video's column) keep memory at one block. ``top1`` (a list) receives each
-    text's best video. The blocks may live on a GPU: the ranks are counted where the scores are.
+    text's best video. ``device`` is where the blocks live (a GPU too): the ranks are counted there.
     """
-    t2v = _check(text_to_video, n_texts, n_videos)
-    dev = score_block(0, min(1, n_texts)).device
-    t2v = t2v.to(dev)
+    dev = torch.device(device)
+    t2v = _check(text_to_video, n_texts, n_videos).to(dev)
     chunk = chunk or default_chunk(n_videos)
     blocks = [(s, min(s + chunk, n_texts)) for s in range(0, n_texts, chunk)]
     lse = None

@@ -64,10 +64,9 @@ def load_blip2(pretrained: str, frozen: set[str], dtype: torch.dtype):
     else:
         hf = load_transformers(Blip2ForConditionalGeneration, pretrained, "BLIP-2", dtype=dtype)
     params = dict(hf.named_parameters())
-    with torch.no_grad():
-        for name, p in params.items():
-            if name.startswith(trained):
-                p.data = p.data.float()
+    for name, p in params.items():
+        if name.startswith(trained):
+            p.data = p.data.float()
     if meta:
         return hf
     found = set()
