@@ -12,6 +12,8 @@ def save_tiny_blip2(path, tokenizer_dir: str, text_config: dict):
     """A tiny transformers BLIP-2 with a real-convention tokenizer (tokenizer_fixtures), saved as a Hugging
     Face directory. As in Salesforce/blip2-*, the image placeholder token comes after the tokenizer's ids."""
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if text_config["model_type"] == "opt":  # Salesforce/blip2-opt-2.7b's text_config: eos_token_id 50118, OPT's "\n"
+        text_config = {**text_config, "eos_token_id": tok("\n", add_special_tokens=False).input_ids[0]}
     cfg = Blip2Config(
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                            image_size=32, patch_size=8),
@@ -23,11 +25,12 @@ def save_tiny_blip2(path, tokenizer_dir: str, text_config: dict):
     return path
 
 
-# OPT's and Flan-T5's special ids (facebook/opt-2.7b, google/flan-t5-xl config.json)
+# OPT's and Flan-T5's special ids and Flan-T5's gated GELU FFN with untied head (facebook/opt-2.7b,
+# google/flan-t5-xl config.json)
 OPT_CONFIG = dict(model_type="opt", hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
                   word_embed_proj_dim=32, pad_token_id=1, bos_token_id=2, eos_token_id=2)
 T5_CONFIG = dict(model_type="t5", d_model=32, d_ff=64, d_kv=16, num_layers=1, num_heads=2, pad_token_id=0,
-                 eos_token_id=1, decoder_start_token_id=0)
+                 eos_token_id=1, decoder_start_token_id=0, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
 
 
 @pytest.fixture(scope="module")
@@ -102,24 +105,27 @@ def test_transformers_blip2_flan_t5_loads_into_blip2_t5(tmp_path, hf_tokenizers)
 
 
 def transformers_loss(path, model, captions, pixels) -> float:
-    """The loss of transformers' own Blip2ForConditionalGeneration on the same image, prompt and captions:
-    image placeholder tokens, then (OPT) BOS + prompt + caption + EOS with the prompt masked, or (T5) the
-    encoder reading queries + prompt and the decoder the caption."""
+    """The loss of transformers' own Blip2ForConditionalGeneration on the same image, prompt and captions, with
+    the text built as a transformers user builds it, by the Hugging Face tokenizer itself: image placeholder
+    tokens, then (OPT) ``tokenizer(prompt + " " + caption)`` (BOS included) and the LM config's EOS, the
+    prompt's own tokens masked; or (T5) the encoder reading queries + ``tokenizer(prompt)`` and the decoder
+    ``tokenizer(caption)``."""
     hf = Blip2ForConditionalGeneration.from_pretrained(path).eval()
     img = [hf.config.image_token_index] * hf.config.num_query_tokens
-    tok, prompt = model.tokenizer, model._prompt_ids().tolist()
-    caps = [tok.ids(c) + [tok.eos_token_id] for c in captions]
+    tk, prompt = AutoTokenizer.from_pretrained(path), model.prompt
     if hf.config.use_decoder_only_language_model:
-        rows = [img + prompt + c for c in caps]
-        labels = [[-100] * (len(img) + len(prompt)) + c for c in caps]
+        n_prompt = len(tk(prompt).input_ids)
+        rows = [img + tk(f"{prompt} {c}").input_ids + [hf.config.text_config.eos_token_id] for c in captions]
+        labels = [[-100] * (len(img) + n_prompt) + r[len(img) + n_prompt:] for r in rows]
         width = max(map(len, rows))
         pad = lambda r, v: r + [v] * (width - len(r))
-        out = hf(pixel_values=pixels, input_ids=torch.tensor([pad(r, tok.pad_token_id) for r in rows]),
+        out = hf(pixel_values=pixels, input_ids=torch.tensor([pad(r, tk.pad_token_id) for r in rows]),
                  attention_mask=torch.tensor([pad([1] * len(r), 0) for r in rows]),
                  labels=torch.tensor([pad(r, -100) for r in labels]))
     else:
+        caps = [tk(c).input_ids for c in captions]
         width = max(map(len, caps))
-        enc = torch.tensor([img + prompt] * len(caps))
+        enc = torch.tensor([img + tk(prompt).input_ids] * len(caps))
         labels = torch.tensor([c + [-100] * (width - len(c)) for c in caps])
         out = hf(pixel_values=pixels, input_ids=enc, labels=labels,
                  decoder_attention_mask=(labels != -100).long())
@@ -204,8 +210,12 @@ def test_lavis_pretrained_and_finetuned_checkpoints_load_by_key_map(hf_dir, tmp_
     report = load_lavis_checkpoint(model, tmp_path / "blip2_pretrained_opt.pth")
     assert all(k.startswith(("language_model.", "temporal_embedding")) for k in report["missing"])
     assert len(report["ignored"]) == 10
-    # a LAVIS checkpoint's vision weights are a named source too: frozen, they stay out of vcap checkpoints
-    assert "vision_model.post_layernorm.weight" in model.frozen_pretrained_keys()
+    # a LAVIS checkpoint's vision weights are a named source too: frozen, they stay out of vcap checkpoints;
+    # ln_vision trains under LAVIS's conventions (freeze_vit freezes visual_encoder only), so it is saved
+    assert model.conventions.source == "lavis" and model.checkpoint_metadata()["conventions"] == "lavis"
+    assert "vision_model.encoder.layers.0.mlp.fc1.weight" in model.frozen_pretrained_keys()
+    assert "vision_model.post_layernorm.weight" not in model.frozen_pretrained_keys()
+    assert model.vision_model.post_layernorm.weight.requires_grad
     assert model.checkpoint_metadata()["lavis_checkpoint"].endswith("blip2_pretrained_opt.pth")
 
     # seed 003's checkpoint_best.pth: only what trained (Q-Former, queries, projection, peft LoRA), with

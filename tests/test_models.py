@@ -185,7 +185,7 @@ def test_vit_cache_reuses_frozen_vit_outputs_by_clip_content(word_tokenizer_path
         plain = model.encode_video(batch["video"])
         model.enable_vit_cache(10**9)
         calls = []
-        model.vision_model.register_forward_pre_hook(lambda m, i: calls.append(None))
+        model.vision_model.encoder.register_forward_pre_hook(lambda m, i: calls.append(None))
         first = model.encode_video(batch["video"])
         again = model.encode_video(batch["video"])
         other = batch["video"].clone()

@@ -37,6 +37,8 @@ def save_blip2(path, tokenizer_dir, text_config):
     from transformers import Blip2Config, Blip2ForConditionalGeneration
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if text_config["model_type"] == "opt":  # Salesforce/blip2-opt-2.7b's text_config: eos_token_id 50118, OPT's "\n"
+        text_config = {**text_config, "eos_token_id": tok("\n", add_special_tokens=False).input_ids[0]}
     cfg = Blip2Config(vision_config=EVA_VIT_G, qformer_config=QFORMER, text_config=text_config,
                       num_query_tokens=32, image_token_index=len(tok))
     Blip2ForConditionalGeneration(cfg).save_pretrained(path)

@@ -320,6 +320,9 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
                 if key not in valid:
                     problems.append(f"model.{key}: unknown key for {model.arch!r} (value {merged.model[key]!r})"
                                     f"{_closest(key, valid)}")
+            resolve = getattr(model_cls, "resolve_config", None)
+            if resolve is not None and not problems:  # values the model decides from others (shown as resolved)
+                problems.extend(resolve(merged.model))
         except (KeyError, ConfigError) as e:
             problems.extend(e.problems if isinstance(e, ConfigError) else [f"model.arch: {e.args[0]}"])
 

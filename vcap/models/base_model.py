@@ -80,6 +80,11 @@ class Captioner(BaseModel):
     ``generate_ids(samples, **gen_cfg)``; it has ``tokenizer`` and ``max_txt_len``.
     """
 
+    @property
+    def end_token_id(self) -> int:
+        """The token that ends a caption (trained as its last target, stops generation)."""
+        return self.tokenizer.eos_token_id
+
     def _caption_targets(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self.tokenizer(captions, self.max_txt_len, add_bos=False, add_eos=True)
         return ids.to(self.device), mask.to(self.device)
@@ -102,12 +107,14 @@ class Captioner(BaseModel):
         return self._token_logprobs(visual.repeat_interleave(k, 0), ids, self.sequence_mask(ids)).sum(1)
 
     def sequence_mask(self, ids: torch.Tensor) -> torch.Tensor:
-        """1 up to and including the first EOS, 0 after (whatever pads it: GPT-2 pads with EOS itself)."""
-        is_eos = (ids == self.tokenizer.eos_token_id).long()
+        """1 up to and including the first end token, 0 after (whatever pads it: GPT-2 pads with EOS itself)."""
+        is_eos = (ids == self.end_token_id).long()
         return ((is_eos.cumsum(1) - is_eos) == 0).long()
 
     def decode_ids(self, ids: torch.Tensor) -> list[str]:
-        return [self.tokenizer.decode(row) for row in ids]
+        """Each row's text before its end token."""
+        keep = self.sequence_mask(ids) * (ids != self.end_token_id).long()
+        return [self.tokenizer.decode(row[m.bool()]) for row, m in zip(ids, keep)]
 
     def generate(self, samples: dict, **gen_cfg) -> list[str]:
         return self.decode_ids(self.generate_ids(samples, **gen_cfg))

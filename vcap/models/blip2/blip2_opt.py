@@ -19,6 +19,7 @@ from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfi
 
 from vcap.common.registry import registry
 from vcap.models.base_model import Captioner, load_transformers
+from vcap.models.blip2.conventions import TABLE, join_prompt, resolve_source
 from vcap.models.generation import generate_from_prefix, prefix_logprobs
 from vcap.processors.tokenizer import load_text_tokenizer
 
@@ -47,15 +48,17 @@ def _safetensors_files(spec: str) -> list[Path]:
     return sorted(root.glob("*.safetensors"))
 
 
-def load_blip2(pretrained: str, frozen: set[str], dtype: torch.dtype):
+def load_blip2(pretrained: str, frozen: set[str], dtype: torch.dtype, also_trained: tuple[str, ...] = ()):
     """transformers' BLIP-2 with the frozen parts (``vision_model`` / ``language_model``) loaded straight in
     ``dtype`` (no fp32 copy on the way) and everything that trains in fp32, read again at full precision
     from the checkpoint files. Under a meta device (``run.fsdp`` on a rank > 0) only the shapes are built:
-    rank 0's weights arrive when the model is sharded."""
+    rank 0's weights arrive when the model is sharded. ``also_trained``: key prefixes inside a frozen part that
+    train all the same (``ln_vision`` under LAVIS's conventions)."""
     from safetensors import safe_open
     from transformers import Blip2Config, Blip2ForConditionalGeneration
 
-    trained = TRAINED_ALWAYS + tuple(f"{m}." for m in ("vision_model", "language_model") if m not in frozen)
+    trained = TRAINED_ALWAYS + also_trained + tuple(
+        f"{m}." for m in ("vision_model", "language_model") if m not in frozen)
     meta = torch.empty(0).is_meta
     if meta:
         hf = Blip2ForConditionalGeneration._from_config(Blip2Config.from_pretrained(pretrained), dtype=dtype)
@@ -91,14 +94,16 @@ class Blip2OPTVideo(Captioner):
         blip2_config: ``vision_config``, ``qformer_config`` and ``text_config`` (OPT) mappings,
             for a model initialised from scratch.
         num_query_tokens: learned queries of the Q-Former.
-        prompt: text placed before the caption; the loss ignores it. It lives here only.
+        prompt: text placed before the caption; the loss ignores it. It lives here only. With OPT the prompt
+            and the caption are tokenized as one string, "<prompt> <caption>", as LAVIS does.
         frame_fusion: ``concat_tokens`` (one Q-Former pass over all frames' tokens) or
             ``concat_queries`` (a pass per frame, T x Q tokens to the LM).
         temporal_embedding: add a learned per-frame embedding to the ViT tokens, so the
             Q-Former can tell frame order (without it, both fusions are order-invariant).
         max_frames: frames the temporal embedding covers.
         freeze_vit, freeze_llm: keep those weights fixed.
-        max_txt_len: caption tokens (with EOS) used for training.
+        max_txt_len: most tokens of the text (OPT: BOS, prompt, caption and end token, as LAVIS counts them;
+            T5: the caption and its EOS) used for training.
         pretrained: a transformers BLIP-2 OPT id or directory (``Salesforce/blip2-opt-2.7b``): its
             vision model, query tokens, Q-Former, projection and OPT replace ``blip2_config``; the
             temporal embedding then starts at zero (the model starts as the image model).
@@ -112,6 +117,11 @@ class Blip2OPTVideo(Captioner):
         frozen_dtype: ``bf16``, ``fp16`` or ``fp32`` storage of the frozen ViT and LLM, which are built or
             loaded directly in it; ``auto``: bf16 on a GPU, fp32 on the CPU. What trains (Q-Former,
             queries, projection, LoRA adapters, a ViT or LLM that is not frozen) stays fp32.
+        conventions: ``lavis`` or ``transformers``: what the weights' source decides beyond the weights (the
+            OPT end-of-caption token, whether an empty prompt scores OPT's BOS, ``ln_vision``'s eps and
+            whether it trains, the Flan-T5 activation; see ``conventions.py``). ``auto`` (resolved when the
+            config is built, so config.yaml shows it): ``lavis`` with a ``lavis_checkpoint``, else
+            ``transformers``.
     """
 
     PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/blip2_opt/tiny.yaml",
@@ -122,16 +132,19 @@ class Blip2OPTVideo(Captioner):
                  temporal_embedding: bool = True, max_frames: int = 32, freeze_vit: bool = True,
                  freeze_llm: bool = True, max_txt_len: int = 32, pretrained: str | None = None,
                  lora: dict | None = None, lavis_checkpoint: str | list[str] | None = None,
-                 grad_checkpointing: bool = False, frozen_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"):
+                 grad_checkpointing: bool = False, frozen_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto",
+                 conventions: Literal["auto", "lavis", "transformers"] = "auto"):
         super().__init__()
+        self.conventions = TABLE[resolve_source(conventions, lavis_checkpoint)]
         if frame_fusion not in ("concat_tokens", "concat_queries"):
             raise ValueError(f"frame_fusion {frame_fusion!r}: expected 'concat_tokens' or 'concat_queries'")
         self.tokenizer = load_text_tokenizer(tokenizer)
         tok = self.tokenizer
         low = frozen_torch_dtype(frozen_dtype)
         frozen = {n for n, f in (("vision_model", freeze_vit), ("language_model", freeze_llm)) if f}
+        ln_vision = ("vision_model.post_layernorm.",) if self.conventions.train_ln_vision else ()
         if pretrained:
-            hf = load_blip2(pretrained, frozen, low)
+            hf = load_blip2(pretrained, frozen, low, also_trained=ln_vision)
             if not isinstance(hf.language_model, self.LM_CLASS):
                 raise ValueError(f"model.pretrained {pretrained!r} has a {type(hf.language_model).__name__} language "
                                  f"model; {type(self).__name__} takes {self.LM_CLASS.__name__}")
@@ -166,6 +179,7 @@ class Blip2OPTVideo(Captioner):
         self._frozen_modules = [n for n in ("vision_model", "language_model") if n in frozen]
         for name in self._frozen_modules:
             getattr(self, name).requires_grad_(False)
+        self._apply_conventions()
         self.lora = dict(lora) if lora else None
         if self.lora:
             from peft import LoraConfig, inject_adapter_in_model
@@ -194,9 +208,27 @@ class Blip2OPTVideo(Captioner):
 
             self._sourced_keys |= set(load_lavis_checkpoint(self, path)["loaded"])
         self.lavis_checkpoint = paths
+        self.end_token_id  # noqa: B018  (a tokenizer that cannot end captions as the conventions say fails here)
         if grad_checkpointing:
             for name in ("vision_model", "language_model"):
                 getattr(self, name).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def _apply_conventions(self) -> None:
+        """``ln_vision`` (the ViT's ``post_layernorm``): LAVIS's eps, and trainable in fp32 beside a frozen ViT."""
+        ln = self.vision_model.post_layernorm
+        if self.conventions.ln_vision_eps is not None:
+            ln.eps = self.conventions.ln_vision_eps
+        if self.conventions.train_ln_vision:
+            ln.float().requires_grad_(True)
+
+    @classmethod
+    def resolve_config(cls, section) -> list[str]:
+        """``conventions: auto`` becomes the source it stands for, so the saved config.yaml says which."""
+        try:
+            section.conventions = resolve_source(section.get("conventions", "auto"), section.get("lavis_checkpoint"))
+        except ValueError as e:
+            return [str(e)]
+        return []
 
     LM_CLASS = OPTForCausalLM
     META_INIT = True  # buildable on the meta device (run.fsdp materialises it on rank 0 only)
@@ -222,9 +254,12 @@ class Blip2OPTVideo(Captioner):
         self.vit_cache = ViTFeatureCache(max_bytes)
 
     def _vit(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, T, C, H, W) -> (B, T, P, Dv) ViT tokens (after the ViT's final layer norm)."""
+        """(B, T, C, H, W) -> (B, T, P, Dv) ViT tokens before its final layer norm (``ln_vision``, which may
+        train: ``encode_video`` applies it, and the ViT cache holds what is frozen)."""
         b, t = video.shape[:2]
-        tokens = self.vision_model(pixel_values=video.flatten(0, 1).to(self.vision_model.dtype)).last_hidden_state
+        vm = self.vision_model
+        pixels = video.flatten(0, 1).to(vm.embeddings.patch_embedding.weight.dtype)
+        tokens = vm.encoder(inputs_embeds=vm.embeddings(pixels)).last_hidden_state
         return tokens.view(b, t, *tokens.shape[1:])
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
@@ -236,7 +271,8 @@ class Blip2OPTVideo(Captioner):
             tokens = self.vit_cache(video, self._vit, self.device)
         else:
             tokens = self._vit(video.to(self.device))
-        tokens = tokens.to(self.query_tokens.dtype)  # a low-precision frozen ViT hands fp32 to the Q-Former
+        ln = self.vision_model.post_layernorm  # ln_vision, in its own dtype (fp32 where it trains, as LAVIS's)
+        tokens = ln(tokens.to(ln.weight.dtype)).to(self.query_tokens.dtype)  # fp32 into the Q-Former
         if self.temporal_embedding is not None:
             tokens = tokens + self.temporal_embedding[:t, None, :]
         if self.frame_fusion == "concat_tokens":
@@ -249,29 +285,87 @@ class Blip2OPTVideo(Captioner):
         out = self.language_projection(out)
         return out.reshape(b, -1, out.shape[-1])
 
-    def _prompt_ids(self) -> torch.Tensor:
-        bos = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
-        return torch.tensor(bos + self.tokenizer.ids(self.prompt), dtype=torch.long, device=self.device)
+    # -- the text around the queries --------------------------------------------------------------
+    @property
+    def end_token_id(self) -> int:
+        """What ends a caption: "\\n" under LAVIS's conventions (``Blip2OPT.eos_token_id``), else the LM
+        config's EOS (50118, "\\n", in transformers' blip2-opt-2.7b; the tokenizer's for a new LM)."""
+        if self.conventions.newline_ends_opt_captions:
+            newline = self.tokenizer.ids("\n")
+            if len(newline) != 1:
+                raise ValueError(f"model.conventions lavis ends OPT captions with '\\n', which model.tokenizer "
+                                 f"encodes as {newline} instead of one token (OPT's byte-level BPE has 50118)")
+            return newline[0]
+        eos = self.language_model.config.eos_token_id
+        return self.tokenizer.eos_token_id if eos is None else eos
 
-    def _prefix(self, video_embeds: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """LM inputs before the caption: query embeddings then the prompt."""
-        prompt = self.language_model.get_input_embeddings()(self._prompt_ids())
-        video_embeds = video_embeds.to(prompt.dtype)  # into the LLM's dtype
-        prefix = torch.cat([video_embeds, prompt.unsqueeze(0).expand(video_embeds.shape[0], -1, -1)], dim=1)
-        return prefix, prefix.shape[1]
+    @property
+    def _score_bos(self) -> bool:
+        """LAVIS with an empty prompt masks only padding: OPT's BOS is a target, predicted from the queries."""
+        return (self.conventions.score_bos_without_prompt and not self.prompt.strip()
+                and self.tokenizer.bos_token_id is not None)
+
+    def _context_ids(self) -> list[int]:
+        """The LM's input between the queries and the caption: BOS, then the prompt."""
+        bos = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
+        return bos + (self.tokenizer.ids(self.prompt.rstrip()) if self.prompt.strip() else [])
+
+    def _caption_targets(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The caption's ids as they fall in "<prompt> <caption>" tokenized as one string (LAVIS's way: the
+        first word keeps its leading space), after the prompt's own length (LAVIS's ``prompt_length``), then
+        the end token. BOS, prompt, caption and end token together are at most ``max_txt_len`` tokens, as
+        LAVIS counts them; a longer caption is cut, but unlike LAVIS it keeps its end token."""
+        tok, context = self.tokenizer, self._context_ids()
+        room = self.max_txt_len - len(context) - 1
+        if room < 1:
+            raise ValueError(f"model.max_txt_len {self.max_txt_len} leaves no room for a caption after the "
+                             f"{len(context)} tokens of BOS and prompt {self.prompt!r}")
+        bos = context[:1] if tok.bos_token_id is not None else []
+        rows = [(bos + tok.ids(join_prompt(self.prompt, c)))[len(context):][:room] + [self.end_token_id]
+                for c in captions]
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _prefix(self, video_embeds: torch.Tensor, context: list[int] | None = None) -> torch.Tensor:
+        """LM inputs before the caption: query embeddings, then the context (default BOS and prompt)."""
+        context = self._context_ids() if context is None else context
+        emb = self.language_model.get_input_embeddings()
+        video_embeds = video_embeds.to(emb.weight.dtype)  # into the LLM's dtype
+        if not context:
+            return video_embeds
+        ctx = emb(torch.tensor(context, dtype=torch.long, device=video_embeds.device))
+        return torch.cat([video_embeds, ctx.unsqueeze(0).expand(video_embeds.shape[0], -1, -1)], dim=1)
 
     def visual(self, samples: dict) -> torch.Tensor:
         return self.encode_video(samples["video"])
 
-    def _token_logprobs(self, video_embeds: torch.Tensor, target_ids: torch.Tensor,
-                        target_mask: torch.Tensor) -> torch.Tensor:
-        """Log-probability of each target token after [queries; prompt] (zero where masked)."""
-        return prefix_logprobs(self.language_model, self._prefix(video_embeds)[0], target_ids, target_mask)
+    def forward(self, samples: dict) -> dict:
+        """The captioner's cross-entropy; under LAVIS's conventions with an empty prompt, OPT's BOS counts as
+        one more target per caption, predicted from the last query."""
+        if "score_token_ids" in samples:
+            return super().forward(samples)
+        ids, mask = self._caption_targets(samples["text_input"])
+        context = self._context_ids()
+        if self._score_bos:
+            context = context[1:]
+            ids = torch.cat([torch.full_like(ids[:, :1], self.tokenizer.bos_token_id), ids], dim=1)
+            mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+        lp = self._token_logprobs(self.visual(samples), ids, mask, context)
+        return {"loss": -lp.sum() / mask.sum().clamp(min=1)}
+
+    def _token_logprobs(self, video_embeds: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor,
+                        context: list[int] | None = None) -> torch.Tensor:
+        """Log-probability of each target token after [queries; context] (zero where masked)."""
+        return prefix_logprobs(self.language_model, self._prefix(video_embeds, context), target_ids, target_mask)
 
     @torch.no_grad()
     def generate_ids(self, samples: dict, **gen_cfg) -> torch.Tensor:
-        prefix, _ = self._prefix(self.visual(samples))
-        return generate_from_prefix(self.language_model, prefix, self.tokenizer, **gen_cfg)
+        return generate_from_prefix(self.language_model, self._prefix(self.visual(samples)), self.tokenizer,
+                                    eos_token_id=self.end_token_id, **gen_cfg)
 
     def frozen_pretrained_keys(self) -> list[str]:
         """Frozen weights that came from ``pretrained`` or a LAVIS checkpoint are not written into vcap
@@ -285,4 +379,5 @@ class Blip2OPTVideo(Captioner):
             meta["pretrained"] = str(self.pretrained)  # where the frozen weights left out come from
         if self.lavis_checkpoint:
             meta["lavis_checkpoint"] = ",".join(map(str, self.lavis_checkpoint))
+        meta["conventions"] = self.conventions.source
         return meta

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from transformers import T5Config, T5ForConditionalGeneration
 
 from vcap.common.registry import registry
+from vcap.models.base_model import Captioner
 from vcap.models.blip2.blip2_opt import Blip2OPTVideo
 from vcap.models.generation import generate_from_prefix
 
@@ -26,16 +27,38 @@ class Blip2T5Video(Blip2OPTVideo):
             **text_config, "vocab_size": text_config.get("vocab_size", len(tok)), "pad_token_id": tok.pad_token_id,
             "eos_token_id": tok.eos_token_id, "decoder_start_token_id": tok.pad_token_id}), dtype=dtype)
 
-    def _prompt_ids(self) -> torch.Tensor:
-        """The prompt ends with EOS, as T5's tokenizer ends every encoder input (and LAVIS's BLIP-2 T5 was
-        trained that way)."""
-        ids = self.tokenizer.ids(self.prompt) + [self.tokenizer.eos_token_id]
-        return torch.tensor(ids, dtype=torch.long, device=self.device)
+    def _apply_conventions(self) -> None:
+        """Also the FFN activation: LAVIS builds Flan-T5 with ``dense_act_fn = "gelu"`` (exact), where its
+        config (and transformers) says ``gelu_new`` (the tanh approximation)."""
+        super()._apply_conventions()
+        act = self.conventions.t5_activation
+        if act and act != self.language_model.config.dense_act_fn:
+            from transformers.activations import ACT2FN
 
-    def _token_logprobs(self, video_embeds: torch.Tensor, target_ids: torch.Tensor,
-                        target_mask: torch.Tensor) -> torch.Tensor:
+            self.language_model.config.dense_act_fn = act
+            for module in self.language_model.modules():
+                if hasattr(module, "act") and hasattr(module, "wo"):  # T5DenseActDense / T5DenseGatedActDense
+                    module.act = ACT2FN[act]
+
+    @property
+    def end_token_id(self) -> int:
+        """T5's ``</s>`` under either convention (LAVIS's T5 captioner has no "\\n")."""
+        eos = self.language_model.config.eos_token_id
+        return self.tokenizer.eos_token_id if eos is None else eos
+
+    _score_bos = False  # T5 has no BOS: the decoder starts from <pad>
+    # the caption alone is the decoder's text (LAVIS's text_output): nothing of the prompt is in it
+    _caption_targets = Captioner._caption_targets
+
+    def _context_ids(self) -> list[int]:
+        """The encoder's text after the queries: the prompt tokenized alone, ending with EOS as T5's tokenizer
+        ends every input (LAVIS's ``t5_tokenizer(prompt)``)."""
+        return self.tokenizer.ids(self.prompt) + [self.tokenizer.eos_token_id]
+
+    def _token_logprobs(self, video_embeds: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor,
+                        context: list[int] | None = None) -> torch.Tensor:
         """Log-probability of each caption token from the decoder, the encoder reading [queries; prompt]."""
-        prefix, _ = self._prefix(video_embeds)
+        prefix = self._prefix(video_embeds, context)
         start = torch.full_like(target_ids[:, :1], self.language_model.config.decoder_start_token_id)
         decoder_in = torch.cat([start, target_ids[:, :-1]], dim=1)
         decoder_mask = torch.cat([torch.ones_like(target_mask[:, :1]), target_mask[:, :-1]], dim=1)
@@ -47,6 +70,6 @@ class Blip2T5Video(Blip2OPTVideo):
 
     @torch.no_grad()
     def generate_ids(self, samples: dict, **gen_cfg) -> torch.Tensor:
-        prefix, _ = self._prefix(self.visual(samples))
-        ids = generate_from_prefix(self.language_model, prefix, self.tokenizer, **gen_cfg)
+        ids = generate_from_prefix(self.language_model, self._prefix(self.visual(samples)), self.tokenizer,
+                                   eos_token_id=self.end_token_id, **gen_cfg)
         return ids[:, 1:]  # the decoder's start token is not part of the caption
