@@ -146,3 +146,22 @@ def test_config_resolves_conventions_from_the_source(tmp_path):
     assert cfg.model.conventions == "lavis"
     with pytest.raises(ConfigError, match="model.conventions 'fairseq': expected one of auto, lavis, transformers"):
         build_config("projects/msrvtt_ft.yaml", ["model.conventions=fairseq"])
+
+
+def test_flan_t5_head_stays_its_own_when_built_from_a_config_or_on_meta(t5_dir):
+    """transformers 5 ties every config-built T5's head to its embeddings; Flan-T5's are two tensors (T5 v1.1),
+    and a LAVIS checkpoint holds both: they must load as two, also where run.fsdp builds on the meta device."""
+    config = {"vision_config": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                    image_size=32, patch_size=8),
+              "qformer_config": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
+              "text_config": {k: v for k, v in T5_CONFIG.items() if k != "model_type"}}
+    model = Blip2T5Video(tokenizer=t5_dir, blip2_config=config, num_query_tokens=4)
+    lm = model.language_model
+    assert lm.lm_head.weight is not lm.shared.weight and torch.equal(lm.lm_head.weight, lm.shared.weight)
+    with torch.no_grad():
+        model.load_state_dict({**model.state_dict(), "language_model.lm_head.weight": torch.ones_like(lm.lm_head.weight)})
+    assert lm.lm_head.weight.eq(1).all() and not lm.shared.weight.eq(1).all()
+    with torch.device("meta"):
+        meta = Blip2T5Video(tokenizer=t5_dir, pretrained=t5_dir, num_query_tokens=4)
+    assert meta.language_model.lm_head.weight is not meta.language_model.shared.weight
+    assert set(meta.state_dict()) == set(Blip2T5Video(tokenizer=t5_dir, pretrained=t5_dir, num_query_tokens=4).state_dict())

@@ -90,9 +90,11 @@ def test_video_processors_shapes_order_and_seeded_crop():
 
 
 def test_caption_processor_and_word_tokenizer(tmp_path):
-    proc = CaptionProcessor(max_words=5)
-    assert proc("A Red, circle-moves LEFT! on black.") == "a red circle moves left"
-    tok = WordTokenizer.train(["a red circle", "a blue square"])
+    proc = CaptionProcessor(max_words=5)  # LAVIS's pre_caption: commas, hyphens and apostrophes stay
+    assert proc("A Red, circle-moves LEFT! on black.") == "a red, circle-moves left on"
+    assert CaptionProcessor()("  A man's (big)  dog:   runs.\n") == "a man's big dog runs"
+    tok = WordTokenizer.train(["a red circle", "a blue square, left"])
+    assert tok.ids("square, left") == tok.ids("square , left") and tok.unk_token_id not in tok.ids("square, left")
     ids, mask = tok(["a red square", "a green circle"], max_length=8)
     assert ids.shape == mask.shape == (2, 5)
     assert ids[0, 0] == tok.bos_token_id and ids[0, 4] == tok.eos_token_id

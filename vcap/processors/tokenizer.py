@@ -55,7 +55,8 @@ class WordTokenizer(_Padded):
 
     @classmethod
     def train(cls, texts, min_freq: int = 1) -> "WordTokenizer":
-        counts = collections.Counter(w for t in texts for w in t.split())
+        pre = Whitespace()  # the words it will see: punctuation split off ("left," -> "left", ",")
+        counts = collections.Counter(w for t in texts for w, _ in pre.pre_tokenize_str(t))
         words = sorted(w for w, c in counts.items() if c >= min_freq)  # sorted: identical on every rank
         vocab = {s: i for i, s in enumerate(SPECIALS)}
         vocab.update({w: i + len(SPECIALS) for i, w in enumerate(words)})

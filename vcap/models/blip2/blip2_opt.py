@@ -176,6 +176,7 @@ class Blip2OPTVideo(Captioner):
         self.pretrained = pretrained
         self.prompt, self.frame_fusion, self.max_txt_len = prompt, frame_fusion, max_txt_len
         self.max_frames = max_frames
+        self._finish_language_model()
         self._frozen_modules = [n for n in ("vision_model", "language_model") if n in frozen]
         for name in self._frozen_modules:
             getattr(self, name).requires_grad_(False)
@@ -212,6 +213,9 @@ class Blip2OPTVideo(Captioner):
         if grad_checkpointing:
             for name in ("vision_model", "language_model"):
                 getattr(self, name).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def _finish_language_model(self) -> None:
+        """What the LM needs once built, however it was built (from a directory, a config, on the meta device)."""
 
     def _apply_conventions(self) -> None:
         """``ln_vision`` (the ViT's ``post_layernorm``): LAVIS's eps, and trainable in fp32 beside a frozen ViT."""

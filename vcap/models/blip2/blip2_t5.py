@@ -27,6 +27,17 @@ class Blip2T5Video(Blip2OPTVideo):
             **text_config, "vocab_size": text_config.get("vocab_size", len(tok)), "pad_token_id": tok.pad_token_id,
             "eos_token_id": tok.eos_token_id, "decoder_start_token_id": tok.pad_token_id}), dtype=dtype)
 
+    def _finish_language_model(self) -> None:
+        """Flan-T5 (T5 v1.1) has an LM head of its own, not the input embeddings. transformers 5 ties the two in
+        every T5 built from a config (``tie_word_embeddings`` is forced to True, and v1.1 is told apart by
+        ``scale_decoder_outputs: false``); only ``from_pretrained`` unties them, when the file's differ. So a
+        model built from ``blip2_config``, or on the meta device under ``run.fsdp``, would copy a LAVIS
+        checkpoint's ``lm_head`` and ``shared`` into one tensor: the head gets its own here."""
+        lm = self.language_model
+        if not getattr(lm.config, "scale_decoder_outputs", True) and lm.lm_head.weight is lm.shared.weight:
+            lm.lm_head.weight = torch.nn.Parameter(lm.shared.weight.detach().clone(),
+                                                   requires_grad=lm.shared.weight.requires_grad)
+
     def _apply_conventions(self) -> None:
         """Also the FFN activation: LAVIS builds Flan-T5 with ``dense_act_fn = "gelu"`` (exact), where its
         config (and transformers) says ``gelu_new`` (the tanh approximation)."""
