@@ -39,6 +39,14 @@ SIZES = {
                         qformer_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                             num_attention_heads=4),
                         text_config=dict(d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4)), 8, 1000),
+    # the medium CPU configuration issue 17 compared with LAVIS at: ViT 384x6, Q-Former 384x4, OPT 512x4
+    "medium_opt": ("opt", dict(vision_config=dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=6,
+                                                  num_attention_heads=6, image_size=224, patch_size=14),
+                               qformer_config=dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=4,
+                                                   num_attention_heads=6, cross_attention_frequency=2),
+                               text_config=dict(hidden_size=512, ffn_dim=2048, num_hidden_layers=4,
+                                                num_attention_heads=8, word_embed_proj_dim=512,
+                                                max_position_embeddings=512)), 32, 50272),
     # Flan-T5-XL: 24 + 24 layers, d_model 2048, gated-GELU FFN 5120, 32 heads of 64; vocabulary 32128
     "flant5xl": ("t5", dict(vision_config=EVA_VIT_G, qformer_config=QFORMER,
                             text_config=dict(d_model=2048, d_ff=5120, d_kv=64, num_layers=24, num_heads=32,

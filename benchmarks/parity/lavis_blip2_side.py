@@ -95,12 +95,53 @@ def run_case(lm: str, prompt: str, tok_dir: str, inputs: dict, out: Path, tag: s
             "trainable": trainable, "trainable_numel": sum(model.get_parameter(n).numel() for n in trainable)}
 
 
+def use_medium_sizes() -> None:
+    SIZES.update(num_query_tokens=32,
+                 vit=dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=6,
+                          image_size=224, patch_size=14),
+                 qformer=dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=4, num_attention_heads=6))
+    SIZES["opt"].update(hidden_size=512, ffn_dim=2048, num_hidden_layers=4, num_attention_heads=8,
+                        word_embed_proj_dim=512, max_position_embeddings=512)
+
+
+def time_step(work: Path, steps: int = 8) -> None:
+    """LAVIS's Blip2OPT training step (forward, backward, AdamW on what trains) at benchmarks/blip2_step.py's
+    ``medium_opt`` size, one 224 px image per sample, batch 8, 16-token captions: the LAVIS side of the
+    speed comparison (``python benchmarks/blip2_step.py --size medium_opt --frames 1 --batch 8 --no-flops
+    --frozen-dtype fp32 --dtype fp32 --no-lora`` is vcap's)."""
+    import time
+
+    from lavis.models.blip2_models.blip2_opt import Blip2OPT
+
+    torch.manual_seed(0)
+    model = Blip2OPT(opt_model=str(work / "opt_lavis"), img_size=224, vit_precision="fp32", freeze_vit=True,
+                     num_query_token=32, prompt="a video of", max_txt_len=32).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    words = " ".join(["word"] * 12)
+    samples = {"image": torch.randn(8, 3, 224, 224), "text_input": [f"a video of {words}"] * 8}
+    times = []
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        model(samples)["loss"].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i:
+            times.append(time.perf_counter() - t)
+    print(json.dumps({"lavis_step_s": sum(times) / len(times), "trainable": sum(
+        p.numel() for p in model.parameters() if p.requires_grad), "threads": torch.get_num_threads()}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", required=True, help="directory with inputs.pth and the tokenizer directories")
+    ap.add_argument("--time-step", action="store_true", help="time LAVIS's training step instead (see time_step)")
     args = ap.parse_args()
     work = Path(args.work)
+    if args.time_step:
+        use_medium_sizes()
     patch_loaders(str(work / "bert"))
+    if args.time_step:
+        return time_step(work)
     inputs = torch.load(work / "inputs.pth")
     results = {}
     for lm in ("opt", "t5"):
