@@ -64,6 +64,23 @@ def save_clipcap(path, tokenizer_dir):
             f"model.tokenizer={tokenizer_dir}"]
 
 
+def save_clipcap_rn50x4(path, tokenizer_dir):
+    """CLIPCap's released transformer model: RN50x4's widths (stem 80, 640-d output, 288 px), one block per stage,
+    in timm's layout, and GPT-2."""
+    from safetensors.torch import save_file
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from vcap.models.clip_resnet import CLIPResNet
+
+    spec = dict(layers=[1, 1, 1, 1], width=80, output_dim=640, image_size=288)
+    (path / "rn50x4").mkdir()
+    save_file(CLIPResNet(**spec).net.state_dict(), str(path / "rn50x4" / "model.safetensors"))
+    GPT2LMHeadModel(GPT2Config(n_layer=1)).save_pretrained(path / "gpt2")
+    return ["model.clip_resnet={layers: [1, 1, 1, 1], width: 80, output_dim: 640, image_size: 288}",
+            f"model.clip_pretrained={path / 'rn50x4'}", f"model.lm_pretrained={path / 'gpt2'}",
+            f"model.tokenizer={tokenizer_dir}", "model.mapper_layers=1"]
+
+
 def save_xclip(path, tokenizer_dir):
     from transformers import XCLIPConfig, XCLIPModel
 
@@ -85,7 +102,7 @@ CARDS = {  # card: (project, what it is built from)
                           + ["model.model_type=vit_b16"]),
     "clipcap/coco_mlp": ("projects/clipcap_coco_mlp.yaml", lambda p, t: save_clipcap(p, t["gpt2"])),
     "clipcap/coco_transformer": ("projects/clipcap_coco_transformer.yaml",
-                                 lambda p, t: save_clipcap(p, t["gpt2"]) + ["model.mapper_layers=1"]),
+                                 lambda p, t: save_clipcap_rn50x4(p, t["gpt2"])),
     "clipcap/video_cross": ("projects/clipcap_msrvtt.yaml",
                             lambda p, t: save_clipcap(p, t["gpt2"]) + ["model.mapper_layers=1"]),
     "xclip_lstm/base16": ("projects/xclip_lstm_msrvtt.yaml", lambda p, t: save_xclip(p, t)),

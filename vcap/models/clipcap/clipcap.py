@@ -160,6 +160,10 @@ class CLIPCap(Captioner):
             tokenizer id / directory (``gpt2``).
         clip_config / clip_pretrained: the CLIP vision tower with its projection, from a config
             mapping (from scratch) or a transformers id / directory (``openai/clip-vit-base-patch32``).
+        clip_resnet: a CLIP ResNet tower instead of the ViT (``RN50``, ``RN101``, ``RN50x4``, or a mapping of
+            OpenAI's ``layers``, ``width``, ``output_dim``, ``image_size``; see ``vcap.models.clip_resnet``);
+            ``clip_pretrained`` is then OpenAI's file (``RN50x4.pt``), a timm-layout file or directory, or
+            a hub id in the local cache (``timm/resnet50x4_clip.openai``).
         lm_config / lm_pretrained: the causal LM, from a config mapping (``model_type`` included,
             e.g. gpt2) or an id / directory.
         mapper: ``mlp`` (mean of the frame embeddings -> hidden -> prefix, Tanh), ``transformer``
@@ -186,12 +190,19 @@ class CLIPCap(Captioner):
                  mapper: Literal["mlp", "transformer", "cross"] = "mlp", prefix_length: int = 10,
                  clip_length: int = 10, mapper_layers: int = 8, mapper_heads: int = 8, only_prefix: bool = False,
                  normalize_prefix: bool = False, max_txt_len: int = 32, clipcap_weights: str | None = None,
-                 freeze_clip: bool = True):
+                 freeze_clip: bool = True, clip_resnet: str | dict | None = None):
         super().__init__()
         if mapper not in MAPPERS:
             raise ValueError(f"mapper {mapper!r}: expected one of {MAPPERS}")
         self.tokenizer = load_text_tokenizer(tokenizer)
-        if clip_pretrained:
+        self.clip_report = None
+        if clip_resnet is not None:
+            from vcap.models.clip_resnet import CLIPResNet, load_clip_resnet, resnet_spec
+
+            self.clip = CLIPResNet(**resnet_spec(clip_resnet))
+            if clip_pretrained:
+                self.clip_report = load_clip_resnet(self.clip, clip_pretrained)
+        elif clip_pretrained:
             self.clip = CLIPVisionModelWithProjection.from_pretrained(clip_pretrained)
         elif clip_config is not None:
             self.clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_config))
@@ -218,7 +229,8 @@ class CLIPCap(Captioner):
         if only_prefix:
             self.gpt.requires_grad_(False)
             self._frozen_modules.append("gpt")
-        dim_clip, dim = self.clip.config.projection_dim, self.gpt.get_input_embeddings().embedding_dim
+        dim = self.gpt.get_input_embeddings().embedding_dim
+        dim_clip = self.clip.output_dim if clip_resnet is not None else self.clip.config.projection_dim
         if mapper == "mlp":
             self.clip_project = MLP((dim_clip, (dim * prefix_length) // 2, dim * prefix_length))
         elif mapper == "transformer":
@@ -238,7 +250,8 @@ class CLIPCap(Captioner):
         else:
             video = samples["video"].to(self.device)
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_clip):
-                emb = self.clip(pixel_values=video.flatten(0, 1)).image_embeds.view(*video.shape[:2], -1)
+                out = self.clip(pixel_values=video.flatten(0, 1))
+                emb = getattr(out, "image_embeds", out).view(*video.shape[:2], -1)  # a ResNet tower: a tensor
         mask = samples.get("video_mask")
         mask = torch.ones(emb.shape[:2], device=emb.device) if mask is None else mask.to(emb.device).float()
         if self.normalize_prefix:
