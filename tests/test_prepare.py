@@ -159,9 +159,9 @@ def test_lavis_files_as_they_are_and_custom_csv(tmp_path):
         [{"video": "video0.mp4", "caption": "a first", "image_id": 0}, {"video": "video0.mp4", "caption": "a second"},
          {"video": "video1.mp4", "caption": "a third"}]))
     (raw / "cap_test.json").write_text(json.dumps([{"video": "video1.mp4", "caption": ["x one", "x two"]}]))
-    summary = prepare("lavis", raw, tmp_path / "lavis")
-    assert summary["splits"]["cap_train"] == {"videos": 2, "captions": 3, "missing_videos": 0}
-    assert summary["splits"]["cap_test"] == {"videos": 1, "captions": 2, "missing_videos": 0}
+    summary = prepare("lavis", raw, tmp_path / "lavis")  # written under the names the cards read
+    assert summary["splits"]["caption_train"] == {"videos": 2, "captions": 3, "missing_videos": 0}
+    assert summary["splits"]["caption_test"] == {"videos": 1, "captions": 2, "missing_videos": 0}
 
     (tmp_path / "mine.csv").write_text("video,caption,start,end\nvideos/video0.mp4,a cat,0,1\n"
                                        "videos/video0.mp4,a kitten,0,1\nvideos/video1.mp4,a dog,,\n")
@@ -185,3 +185,83 @@ def test_bad_video_in_evaluation_is_marked_not_replaced(tmp_path):
     assert bad["bad_samples"][0]["path"].endswith("bad.mp4")
     train = ds["train"][1]  # training substitutes the next video and says so
     assert train["video_id"] == "good" and len(train["bad_samples"]) == 1
+
+
+# -- the files as users have them (issue 18, part B) -------------------------------------------------
+def _msrvtt_info(vids: dict) -> dict:
+    """MSR-VTT's videodatainfo schema (train_val_videodatainfo.json / CLIP4Clip's MSRVTT_data.json)."""
+    return {"info": {"year": 2016},
+            "videos": [{"category": 1, "url": "u", "video_id": v, "start time": 1.0, "end time": 9.0, "split": s,
+                        "id": int(v[5:])} for v, s in vids.items()],
+            "sentences": [{"caption": f"clip {v} number {k}", "video_id": v, "sen_id": 2 * int(v[5:]) + k}
+                          for v in vids for k in range(2)]}
+
+
+def test_msrvtt_from_clip4clip_zip_with_an_excel_resaved_jsfusion_csv(tmp_path, capsys):
+    """CLIP4Clip's msrvtt_data.zip: MSRVTT_data.json (all videos, split per video) and the CSVs; JSFusion's test
+    CSV as Excel re-saves it (';', CRLF, a byte-order mark, no final newline)."""
+    raw = tmp_path / "raw"
+    split_of = {"video0": "train", "video1": "train", "video2": "validate", "video3": "test", "video4": "test"}
+    for vid in split_of:
+        _video(raw / "videos" / f"{vid}.mp4")
+    (raw / "MSRVTT_data.json").write_text(json.dumps(_msrvtt_info(split_of)))
+    (raw / "MSRVTT_train.9k.csv").write_text("video_id\r\nvideo0\r\nvideo1\r\nvideo2")
+    (raw / "MSRVTT_JSFUSION_test.csv").write_bytes(
+        "\ufeffkey;vid_key;video_id;sentence\r\nret0;msr3;video3;a man sings\r\nret1;msr4;video4;a dog, running".encode())
+    out = tmp_path / "data" / "msrvtt"
+    summary = prepare("msrvtt", raw, out)
+    assert {k: v["videos"] for k, v in summary["splits"].items()} == {
+        "caption_train": 2, "caption_val": 1, "caption_test": 2, "retrieval_train_9k": 3, "retrieval_test_1ka": 2}
+    test = json.loads((out / "annotations" / "retrieval_test_1ka.json").read_text())
+    assert [r["captions"] for r in test] == [["a man sings"], ["a dog, running"]]
+    printed = capsys.readouterr().out
+    assert "retrieval_test_1ka.json <- datasets.msrvtt_retrieval.build_info.annotations.val" in printed
+    assert "caption_train.json <- datasets.msrvtt_caption.build_info.annotations.train" in printed
+
+    (raw / "MSRVTT_JSFUSION_test.csv").write_text("key;vid_key;video;sentence\nret0;msr3;video3;a man sings\n")
+    with pytest.raises(ValueError, match=r"MSRVTT_JSFUSION_test.csv: expected the columns \['video_id', 'sentence'\], "
+                                         r"found \['key', 'vid_key', 'video', 'sentence'\]"):
+        prepare("msrvtt", raw, out)
+
+
+def test_missing_annotation_files_are_reported_before_the_video_folder_is_scanned(tmp_path, monkeypatch):
+    from vcap.datasets.prepare import common
+
+    (tmp_path / "raw").mkdir()
+    scanned = []
+    monkeypatch.setattr(common.VideoIndex, "__init__", lambda self, *a, **k: scanned.append(a))
+    for name in ("msrvtt", "msvd", "vatex", "coco"):
+        with pytest.raises(FileNotFoundError):
+            prepare(name, tmp_path / "raw", tmp_path / "out")
+    assert scanned == []
+
+
+def test_lavis_and_hugging_face_files_are_read_back_by_the_default_cards(tmp_path, monkeypatch):
+    """``vcap prepare lavis`` then the default msrvtt cards, as the README says: LAVIS's cap_*.json and
+    retrieval_*.json, and the Hugging Face MSR-VTT's test_1k.json rows."""
+    raw = tmp_path / "raw"
+    for i in range(4):
+        _video(raw / "videos" / f"video{i}.mp4")
+    (raw / "cap_train.json").write_text(json.dumps(
+        [{"video": f"video{i}.mp4", "caption": f"a clip {i} {k}", "image_id": f"video{i}"} for i in range(2) for k in range(2)]))
+    (raw / "cap_val.json").write_text(json.dumps([{"video": "video2.mp4", "caption": ["x one", "x two"], "image_id": "video2"}]))
+    (raw / "cap_test.json").write_text(json.dumps([{"video": "video3.mp4", "caption": ["y one"], "image_id": "video3"}]))
+    (raw / "retrieval_train.json").write_text(json.dumps(
+        [{"video": f"video{i}.mp4", "caption": f"a clip {i}", "image_id": f"video{i}"} for i in range(2)]))
+    (raw / "hf").mkdir()
+    (raw / "hf" / "test_1k.json").write_text(json.dumps(  # friedrichor/MSR-VTT's rows
+        [{"video_id": f"video{i}", "video": f"video{i}.mp4", "caption": f"clip {i} in the test", "sen_id": 100 + i,
+          "category": 3, "url": "https://www.youtube.com/watch?v=x", "start time": 1.5, "end time": 11.5,
+          "split": "test", "id": 7000 + i} for i in (2, 3)]))
+    prepare("lavis", raw, tmp_path / "data" / "msrvtt")
+    monkeypatch.setenv("VCAP_DATA_ROOT", str(tmp_path / "data"))
+    project = {"model": {"arch": "clip4clip", "model_type": "tiny"},
+               "datasets": {"msrvtt_caption": _small_processors(), "msrvtt_retrieval": _small_processors()},
+               "run": {"task": "retrieval", "output_dir": "unused"}}
+    cfg = build_config(OmegaConf.create(project))
+    caption = registry.get_builder_class("msrvtt_caption")(cfg.datasets.msrvtt_caption, "msrvtt_caption").build_datasets()
+    assert {s: len(d) for s, d in caption.items()} == {"train": 4, "val": 1, "test": 1}  # train: one item per caption
+    retrieval = registry.get_builder_class("msrvtt_retrieval")(cfg.datasets.msrvtt_retrieval,
+                                                               "msrvtt_retrieval").build_datasets()
+    assert retrieval["test"].texts == ["clip 2 in the test", "clip 3 in the test"]
+    assert [r["video_id"] for r in retrieval["test"].records] == ["video2", "video3"]

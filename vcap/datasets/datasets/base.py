@@ -6,6 +6,7 @@ references kept on the dataset (``references``) rather than collated into batche
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -29,8 +30,7 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"annotation file {str(path)!r} does not exist; `vcap prepare <dataset>` writes it")
     if path.suffix == ".csv":
-        with open(path, newline="") as f:
-            return list(csv.DictReader(f))
+        return read_csv_rows(path)
     text = path.read_text()
     if path.suffix == ".jsonl":
         return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -39,6 +39,26 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
         rows = rows["annotations"]
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected a JSON list of records, got {type(rows).__name__}")
+    return rows
+
+
+def read_csv_rows(path: Path) -> list[dict]:
+    """A CSV with a header row, as the files in circulation are: comma-, semicolon- or tab-separated (Excel
+    re-saves of MSRVTT_JSFUSION_test.csv use ';'), CRLF or LF line ends, a UTF-8 byte-order mark or none."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        text = f.read()
+    header = text.splitlines()[0] if text else ""
+    delimiter = max(",;\t", key=header.count) if header else ","
+    return list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
+
+
+def require_columns(rows: list[dict], path: str | os.PathLike, *columns: str) -> list[dict]:
+    """``rows`` if their header has ``columns``; else an error naming the file, what it has and what is needed."""
+    found = list(rows[0]) if rows else []
+    absent = [c for c in columns if c not in found]
+    if absent or not rows:
+        raise ValueError(f"{path}: expected the columns {list(columns)}, found {found or 'no rows'}"
+                         + (f" (missing {absent})" if rows else ""))
     return rows
 
 

@@ -51,12 +51,24 @@ class VideoIndex:
 
 
 class Output:
-    """Collects annotation files, drops records whose video is missing, writes the summary."""
+    """Collects annotation files, drops records whose video is missing, writes the summary.
 
-    def __init__(self, out: Path, videos: VideoIndex):
-        self.out, self.videos = Path(out), videos
+    The video folder is scanned when a converter first asks for a video, after it has found its annotation
+    files: a missing file is reported at once, not after minutes of listing a network drive."""
+
+    def __init__(self, out: Path, video_root: Path):
+        if not Path(video_root).is_dir():
+            raise FileNotFoundError(f"video folder {str(video_root)!r} does not exist")
+        self.out, self.video_root = Path(out), Path(video_root)
+        self._videos: VideoIndex | None = None
         self.summary: dict[str, dict] = {}
         self.missing: list[str] = []
+
+    @property
+    def videos(self) -> VideoIndex:
+        if self._videos is None:
+            self._videos = VideoIndex(self.video_root)
+        return self._videos
 
     def write(self, name: str, records: list[dict]) -> None:
         """Records with ``video`` None (not found) are listed as missing and left out."""
@@ -75,7 +87,7 @@ class Output:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "missing_videos.txt").write_text("".join(f"{m}\n" for m in self.missing))
         link = self.out / "videos"
-        root = self.videos.root.resolve()
+        root = self.video_root.resolve()
         if not link.exists() and not link.is_symlink() and root != link.resolve():
             link.symlink_to(root, target_is_directory=True)
         summary = {"splits": self.summary, "videos": str(root), "missing_videos": len(self.missing)}
@@ -87,7 +99,36 @@ class Output:
             print(f"{len(self.missing)} referenced videos were not found under {root}; "
                   f"listed in {self.out / 'missing_videos.txt'}")
         print(f"annotations in {self.out / 'annotations'}; summary in {self.out / 'summary.json'}")
+        readers = card_readers(self.out, list(self.summary))
+        for name in self.summary:
+            where = "; ".join(readers.get(name, [])) or "no dataset card (name it in build_info.annotations)"
+            print(f"  {name}.json <- {where}")
+        if readers:
+            print(f"the cards read them with VCAP_DATA_ROOT={self.out.resolve().parent} (or build_info.annotations)")
         return summary
+
+
+def card_readers(out: Path, names: list[str]) -> dict[str, list[str]]:
+    """Which dataset card settings read ``<out>/annotations/<name>.json`` when VCAP_DATA_ROOT is ``out``'s parent:
+    ``name -> ["datasets.msrvtt_caption.build_info.annotations.train", ...]``."""
+    from omegaconf import OmegaConf
+
+    import vcap  # noqa: F401  (registers the builders)
+    from vcap.common.config import _card_path, load_yaml
+    from vcap.common.registry import registry
+
+    found: dict[str, list[str]] = {}
+    for builder in registry.list_builders():
+        cls = registry.get_builder_class(builder)
+        for card_type, rel in getattr(cls, "DATASET_CONFIG_DICT", {}).items():
+            card = load_yaml(_card_path(cls, rel))
+            annotations = OmegaConf.to_container(card.get("build_info", {}), resolve=False).get("annotations") or {}
+            for split, value in annotations.items():
+                for name in names:
+                    if isinstance(value, str) and value.endswith(f"/{out.name}/annotations/{name}.json"):
+                        kind = "" if card_type == "default" else f" (type: {card_type})"
+                        found.setdefault(name, []).append(f"datasets.{builder}.build_info.annotations.{split}{kind}")
+    return found
 
 
 def prepare(name: str, raw: str | os.PathLike, out: str | os.PathLike, videos: str | os.PathLike | None = None) -> dict:
@@ -99,6 +140,6 @@ def prepare(name: str, raw: str | os.PathLike, out: str | os.PathLike, videos: s
     raw = Path(raw)
     if not raw.is_dir():
         raise FileNotFoundError(f"--raw {str(raw)!r} is not a directory")
-    output = Output(Path(out), VideoIndex(Path(videos) if videos else raw))
+    output = Output(Path(out), Path(videos) if videos else raw)
     CONVERTERS[name](raw, output)
     return output.finish()

@@ -7,7 +7,7 @@ import pickle
 import re
 from pathlib import Path
 
-from vcap.datasets.datasets.base import load_annotations, read_rows
+from vcap.datasets.datasets.base import load_annotations, read_rows, require_columns
 from vcap.datasets.prepare.common import Output, find_file
 
 
@@ -18,14 +18,33 @@ def _record(video_id: str, video: str | None, captions: list[str], **span) -> di
 
 
 # ------------------------------------------------------------------------------------------------
+def _msrvtt_info(raw: Path) -> list[Path]:
+    """MSR-VTT's official pair (``train_val_videodatainfo.json`` + ``test_videodatainfo.json``), or CLIP4Clip's
+    ``MSRVTT_data.json`` (its ``msrvtt_data.zip``: the same schema, all 10,000 videos in one file)."""
+    pair = [find_file(raw, n, required=False) for n in ("train_val_videodatainfo.json", "test_videodatainfo.json")]
+    if all(pair):
+        return pair
+    single = find_file(raw, "MSRVTT_data.json", required=False)
+    if single:
+        return [single]
+    raise FileNotFoundError(f"neither train_val_videodatainfo.json + test_videodatainfo.json (MSR-VTT's release) nor "
+                            f"MSRVTT_data.json (CLIP4Clip's msrvtt_data.zip) found under {str(raw)!r}")
+
+
 def msrvtt(raw: Path, out: Output) -> None:
-    """MSR-VTT: ``train_val_videodatainfo.json`` + ``test_videodatainfo.json`` (captioning,
-    6513/497/2990 by their ``split`` field); with CLIP4Clip's ``MSRVTT_train.9k.csv`` /
-    ``MSRVTT_train.7k.csv`` and JSFusion's ``MSRVTT_JSFUSION_test.csv`` also the retrieval
-    splits (train 9k / 7k with all 20 captions per video, test 1k-A with its one sentence each)."""
+    """MSR-VTT: ``train_val_videodatainfo.json`` + ``test_videodatainfo.json``, or CLIP4Clip's ``MSRVTT_data.json``
+    (captioning, 6513/497/2990 by each video's ``split`` field); with CLIP4Clip's ``MSRVTT_train.9k.csv`` /
+    ``MSRVTT_train.7k.csv`` and JSFusion's ``MSRVTT_JSFUSION_test.csv`` (comma- or, as Excel re-saves it,
+    semicolon-separated) also the retrieval splits (train 9k / 7k with all 20 captions per video, test 1k-A
+    with its one sentence each). Every annotation file is found before the video folder is scanned."""
+    info = _msrvtt_info(raw)
+    lists = {size: find_file(raw, f"MSRVTT_train.{size}.csv", required=False) for size in ("9k", "7k")}
+    jsfusion = find_file(raw, "MSRVTT_JSFUSION_test.csv", required=False)
     videos, captions = {}, {}
-    for name in ("train_val_videodatainfo.json", "test_videodatainfo.json"):
-        data = json.loads(find_file(raw, name).read_text())
+    for path in info:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not {"videos", "sentences"} <= set(data):
+            raise ValueError(f"{path}: expected MSR-VTT's {{'videos': [...], 'sentences': [...]}}")
         for v in data["videos"]:
             videos[v["video_id"]] = v["split"]
         for s in data["sentences"]:
@@ -39,14 +58,12 @@ def msrvtt(raw: Path, out: Output) -> None:
     for split, records in by_split.items():
         out.write(f"caption_{split}", [r for r in records if r["captions"]])
 
-    for size in ("9k", "7k"):
-        path = find_file(raw, f"MSRVTT_train.{size}.csv", required=False)
+    for size, path in lists.items():
         if path:
-            ids = [row["video_id"] for row in read_rows(path)]
+            ids = [row["video_id"] for row in require_columns(read_rows(path), path, "video_id")]
             out.write(f"retrieval_train_{size}", [_record(v, out.videos.find(v), captions.get(v, [])) for v in ids])
-    path = find_file(raw, "MSRVTT_JSFUSION_test.csv", required=False)
-    if path:
-        rows = read_rows(path)
+    if jsfusion:
+        rows = require_columns(read_rows(jsfusion), jsfusion, "video_id", "sentence")
         out.write("retrieval_test_1ka", [_record(r["video_id"], out.videos.find(r["video_id"]), [r["sentence"]])
                                          for r in rows])
 
@@ -66,8 +83,9 @@ def msvd(raw: Path, out: Output) -> None:
     captions = _PlainUnpickler(io.BytesIO(path.read_bytes())).load()
     if not isinstance(captions, dict):
         raise ValueError(f"{path}: expected a dict of video id -> captions, got {type(captions).__name__}")
-    for split in ("train", "val", "test"):
-        ids = [line.strip() for line in find_file(raw, f"{split}_list.txt").read_text().splitlines() if line.strip()]
+    lists = {split: find_file(raw, f"{split}_list.txt") for split in ("train", "val", "test")}
+    for split, list_path in lists.items():
+        ids = [line.strip() for line in list_path.read_text().splitlines() if line.strip()]
         unknown = [v for v in ids if v not in captions]
         if unknown:
             raise ValueError(f"{split}_list.txt names {len(unknown)} videos without captions in {path.name}, "
@@ -93,9 +111,11 @@ def vatex(raw: Path, out: Output) -> None:
     """VATEX: ``vatex_training_v1.0.json`` and ``vatex_validation_v1.0.json`` (``videoID`` is
     ``<youtube id>_<start>_<end>``; the ten English captions ``enCap``). Clips are found as
     ``<videoID>.*`` or cut from ``<youtube id>.*`` by start and end."""
-    for split, name in (("train", "vatex_training_v1.0.json"), ("val", "vatex_validation_v1.0.json")):
+    files = {split: find_file(raw, name) for split, name in (("train", "vatex_training_v1.0.json"),
+                                                              ("val", "vatex_validation_v1.0.json"))}
+    for split, path in files.items():
         records = []
-        for item in json.loads(find_file(raw, name).read_text()):
+        for item in json.loads(path.read_text()):
             video, start, end = _vatex_video(out, item["videoID"])
             records.append(_record(item["videoID"], video, item["enCap"], start=start, end=end))
         out.write(f"caption_{split}", records)
@@ -118,17 +138,36 @@ def coco(raw: Path, out: Output) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# LAVIS's file names (its configs/datasets/msrvtt|msvd/defaults_*.yaml) and the Hugging Face MSR-VTT's, and the
+# names vcap's cards read
+LAVIS_NAMES = {"cap_train": "caption_train", "cap_val": "caption_val", "cap_test": "caption_test",
+               "retrieval_train": "retrieval_train_9k", "retrieval_test": "retrieval_test_1ka",
+               "test_1k": "retrieval_test_1ka", "msrvtt_test_1k": "retrieval_test_1ka",
+               "train_9k": "retrieval_train_9k", "msrvtt_train_9k": "retrieval_train_9k",
+               "train_7k": "retrieval_train_7k", "msrvtt_train_7k": "retrieval_train_7k"}
+
+
 def lavis(raw: Path, out: Output) -> None:
-    """LAVIS annotation files as they are (``cap_train.json``, ``cap_val.json``, ``cap_test.json``,
-    ``retrieval_*.json`` ...: rows of ``video`` or ``image`` and ``caption`` (a string or a list))."""
+    """Annotation files as LAVIS (``cap_train.json``, ``retrieval_test.json`` ...) or the Hugging Face MSR-VTT
+    (``test_1k.json``: rows of ``video_id``, ``video``, ``caption``, ...) ship them: rows of ``video`` (or
+    ``image``) and ``caption`` (a string or a list), grouped by video. Each is written under the name vcap's
+    cards read (``cap_train`` -> ``caption_train``, ``retrieval_train`` -> ``retrieval_train_9k``,
+    ``retrieval_test`` and ``test_1k`` -> ``retrieval_test_1ka``); other names are kept."""
     files = sorted(p for p in raw.rglob("*.json") if re.search(r"(train|val|test)", p.stem))
     if not files:
         raise FileNotFoundError(f"no LAVIS annotation files (*train*.json, *val*.json, *test*.json) under {raw}")
+    written: dict[str, Path] = {}
+    loaded = []
     for path in files:
-        records = load_annotations(path)
+        name = LAVIS_NAMES.get(path.stem, path.stem)
+        if name in written:
+            raise ValueError(f"{path} and {written[name]} would both be written as {name}.json")
+        written[name] = path
+        loaded.append((name, load_annotations(path)))
+    for name, records in loaded:
         for r in records:
             r["video"] = r["video"] if out.videos.has(r["video"]) else out.videos.find(Path(r["video"]).stem)
-        out.write(path.stem, records)
+        out.write(name, records)
 
 
 CONVERTERS = {"msrvtt": msrvtt, "msvd": msvd, "vatex": vatex, "coco": coco, "lavis": lavis}
