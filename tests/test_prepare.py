@@ -265,3 +265,32 @@ def test_lavis_and_hugging_face_files_are_read_back_by_the_default_cards(tmp_pat
                                                                "msrvtt_retrieval").build_datasets()
     assert retrieval["test"].texts == ["clip 2 in the test", "clip 3 in the test"]
     assert [r["video_id"] for r in retrieval["test"].records] == ["video2", "video3"]
+
+
+def test_webvid_csv_and_lavis_json_with_missing_videos_accounted(tmp_path):
+    """WebVid's results_2M_train.csv (videoid, contentUrl, duration, page_dir, name; files at
+    <page_dir>/<videoid>.mp4) and seed 003's LAVIS JSON (webvid2m_synthetic_msrvtt.json)."""
+    raw, videos = tmp_path / "raw", tmp_path / "webvid"
+    for vid in ("31353427", "14781349"):
+        _video(videos / "001_050" / f"{vid}.mp4")
+    raw.mkdir()
+    (raw / "results_2M_train.csv").write_text(
+        "videoid,contentUrl,duration,page_dir,name\n"
+        "31353427,https://ak.picdn.net/shutterstock/videos/31353427/preview/stock-footage-merida.mp4,PT00H00M15S,"
+        "001_050,\"Merida, mexico - may 23, 2017: tourists are walking near a church\"\n"
+        "14781349,https://ak.picdn.net/shutterstock/videos/14781349/preview/stock-footage-family.mp4,PT00H00M20S,"
+        "001_050,Happy family using laptop on bed at home\n"
+        "99999999,https://ak.picdn.net/shutterstock/videos/99999999/preview/gone.mp4,PT00H00M09S,001_050,gone\n")
+    summary = prepare("webvid", raw, tmp_path / "out", videos=videos)
+    assert summary["splits"]["caption_train"] == {"videos": 2, "captions": 2, "missing_videos": 1}
+    records = json.loads((tmp_path / "out" / "annotations" / "caption_train.json").read_text())
+    assert records[0] == {"video_id": "31353427", "video": "001_050/31353427.mp4",
+                          "captions": ["Merida, mexico - may 23, 2017: tourists are walking near a church"]}
+    assert (tmp_path / "out" / "missing_videos.txt").read_text() == "caption_train\t99999999\n"
+
+    (raw / "results_2M_train.csv").unlink()
+    (raw / "webvid2m_synthetic_msrvtt.json").write_text(json.dumps(
+        [{"video": "31353427.mp4", "caption": "a group of tourists walk past a church"},
+         {"video": "14781349.mp4", "caption": "a family looks at a laptop on a bed"}]))
+    summary = prepare("webvid", raw, tmp_path / "out2", videos=videos)
+    assert summary["splits"] == {"caption_train": {"videos": 2, "captions": 2, "missing_videos": 0}}

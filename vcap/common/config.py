@@ -14,7 +14,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Dict, Literal, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -84,6 +84,10 @@ class RunConfig:
     weight_decay: float = 0.05
     beta2: float = 0.999
     accum_grad_iters: int = 1
+    # several training datasets mixed by ratio (LAVIS's MultiIterLoader): each batch from one dataset drawn by
+    # weight, e.g. {msrvtt_caption: 1, webvid_caption: 7}; an epoch is then iters_per_inner_epoch optimizer steps
+    train_dataset_ratios: Optional[Dict[str, float]] = None
+    iters_per_inner_epoch: Optional[int] = None
     max_grad_norm: Optional[float] = 1.0
     amp: Literal["bf16", "fp16", "none"] = "bf16"  # used on GPU only
     cache_vit_features: bool = False  # keep a frozen ViT's outputs per clip (deterministic processors only)
@@ -359,11 +363,45 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
                 except KeyError as e:
                     problems.append(f"run.{key}: {e.args[0]}")
         if not problems:
+            problems.extend(_check_mixing(run, merged.datasets))
+        if not problems:
             merged.run = OmegaConf.merge(OmegaConf.structured(_from_dict(RunConfig, run)), merged.run)
 
     if problems:
         raise ConfigError(problems, source)
     return merged
+
+
+def _has_train_split(section: DictConfig, splits: list) -> bool:
+    annotations = (section.get("build_info") or {}).get("annotations") or {}
+    streamed = section.get("train_storage", "files") == "webdataset" and section.get("train_shards")
+    return any(annotations.get(s) for s in splits) or bool(streamed and "train" in splits)
+
+
+def _check_mixing(run: dict, datasets: DictConfig) -> list[str]:
+    """run.train_dataset_ratios against the datasets: every weight names a dataset with a train split and is
+    positive, every dataset with a train split has one, and an inner epoch length is given."""
+    ratios, iters = run.get("train_dataset_ratios"), run.get("iters_per_inner_epoch")
+    if ratios is None:
+        return ["run.iters_per_inner_epoch: set without run.train_dataset_ratios (an inner epoch is a stretch of "
+                "steps over datasets mixed by ratio)"] if iters is not None else []
+    splits = run.get("train_splits", ["train"])
+    training = [n for n, d in datasets.items() if _has_train_split(d, splits)]
+    problems = [] if ratios else ["run.train_dataset_ratios: empty; give each training dataset a weight"]
+    for name, weight in ratios.items():
+        if name not in datasets:
+            problems.append(f"run.train_dataset_ratios.{name}: no such dataset in this project (datasets: "
+                            f"{sorted(datasets)}){_closest(name, list(datasets))}")
+        elif name not in training:
+            problems.append(f"run.train_dataset_ratios.{name}: datasets.{name} has no train split ({splits}) to draw from")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+            problems.append(f"run.train_dataset_ratios.{name}: got {weight!r}, expected a positive number")
+    problems += [f"run.train_dataset_ratios: datasets.{n} has a train split but no weight" for n in training
+                 if n not in ratios]
+    if not isinstance(iters, int) or isinstance(iters, bool) or iters < 1:
+        problems.append(f"run.iters_per_inner_epoch: got {iters!r}; with run.train_dataset_ratios an epoch is this many "
+                        f"optimizer steps (LAVIS's runner_iter), a positive integer")
+    return problems
 
 
 _ABS = re.compile(r"^(/|[A-Za-z]:\\)")

@@ -5,6 +5,11 @@ A shard sample is one video: ``<key>.<ext>`` (the file's bytes as they are) and 
 the number of videos and captions each holds; ``captions.json`` holds every training caption (for
 tokenizers), so nothing needs a pass over the shards before training.
 
+video2dataset's WebDataset output (how WebVid and other web video sets are downloaded) is read as it is:
+a folder of ``NNNNN.tar`` shards whose samples hold ``<key>.mp4``, ``<key>.txt`` (the caption) and
+``<key>.json`` (the CSV's columns: ``videoid``, ``url``, ``duration``, ...), and ``NNNNN_stats.json`` beside
+each with its count of ``successes`` (the samples the tar holds), which stands in for index.json.
+
 Streaming (``ShardTrainDataset``): each epoch the shard order is shuffled from (seed, epoch); the
 epoch's items (one per caption, or one per video) in that order are cut into equal contiguous
 ranges, one per rank, and each rank's range into whole batches per DataLoader worker. So every
@@ -28,6 +33,7 @@ from typing import Literal
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vcap.datasets.datasets.base import collate, item_seed
+from vcap.datasets.prepare.common import VIDEO_EXTENSIONS
 from vcap.datasets.video import VideoDecodeError
 
 log = logging.getLogger(__name__)
@@ -106,15 +112,54 @@ def iter_shard(url: str):
             yield key, parts
 
 
+def video2dataset_index(folder: Path) -> dict:
+    """index.json's content for a video2dataset output folder: its tars with the ``successes`` of each
+    ``<shard>_stats.json`` (one caption per video)."""
+    shards = []
+    for tar in sorted(folder.glob("*.tar")):
+        stats = tar.with_name(f"{tar.stem}_stats.json")
+        if not stats.is_file():
+            raise FileNotFoundError(f"{tar}: no {stats.name} beside it; video2dataset writes one per shard with the "
+                                    f"number of videos the shard holds ('successes')")
+        n = json.loads(stats.read_text())["successes"]
+        if n:
+            shards.append({"url": tar.name, "captions_per_video": [1] * n})
+    if not shards:
+        raise FileNotFoundError(f"{folder}: no video2dataset shards (*.tar with *_stats.json) in it")
+    n = sum(len(s["captions_per_video"]) for s in shards)
+    return {"split": "train", "videos": n, "captions": n, "shards": shards, "format": "video2dataset"}
+
+
+def sample_meta(key: str, parts: dict) -> tuple[dict, str, bytes]:
+    """(vcap meta, video extension, video bytes) of one shard sample, written by `vcap shard` (``json`` holds
+    ``captions``) or by video2dataset (the caption in ``txt``, ``videoid`` in ``json``)."""
+    meta = json.loads(parts.pop("json")) if "json" in parts else {}
+    if "captions" not in meta:
+        text = parts.pop("txt", b"").decode("utf-8").strip()
+        # one caption per video, as the index counts them (even an empty one)
+        meta = {"video_id": str(meta.get("videoid") or meta.get("key") or key), "captions": [text],
+                "start": None, "end": None}
+    videos = [ext for ext in parts if "." + ext.lower() in VIDEO_EXTENSIONS]
+    if not videos:
+        raise VideoDecodeError(f"{meta['video_id']}", f"no video in the shard sample (parts: {sorted(parts)})")
+    return meta, videos[0], parts[videos[0]]
+
+
 class ShardTrainDataset(IterableDataset):
-    """Training items streamed from shards; yields whole collated batches (see the module doc)."""
+    """Training items streamed from shards; yields whole collated batches (see the module doc). ``index``:
+    the index.json `vcap shard` wrote, or a folder of video2dataset shards."""
 
     def __init__(self, index: str | os.PathLike, vis_processor, text_processor, seed: int = 0,
                  captions: Literal["all", "one"] = "all", buffer_size: int = 256):
         self.index_path = Path(index)
-        if not self.index_path.is_file():
-            raise FileNotFoundError(f"shard index {str(self.index_path)!r} does not exist; `vcap shard` writes it")
-        self.index = json.loads(self.index_path.read_text())
+        if self.index_path.is_dir():
+            self.index = video2dataset_index(self.index_path)
+            self.index_path = self.index_path / "index.json"  # not written: the folder the shards are in
+        elif not self.index_path.is_file():
+            raise FileNotFoundError(f"shard index {str(self.index_path)!r} does not exist; `vcap shard` writes it "
+                                    f"(or give the folder of video2dataset's shards)")
+        else:
+            self.index = json.loads(self.index_path.read_text())
         self.vis_processor, self.text_processor = vis_processor, text_processor
         if captions not in ("all", "one"):
             raise ValueError(f"captions must be 'all' or 'one', got {captions!r}")
@@ -130,7 +175,13 @@ class ShardTrainDataset(IterableDataset):
         self.epoch = epoch
 
     def captions(self) -> list[str]:
-        return [self.text_processor(c) for c in json.loads((self.index_path.parent / "captions.json").read_text())]
+        """Every training caption (for a tokenizer trained on them): captions.json, or a pass over the shards'
+        caption files (video2dataset)."""
+        path = self.index_path.parent / "captions.json"
+        if path.is_file():
+            return [self.text_processor(c) for c in json.loads(path.read_text())]
+        return [self.text_processor(c) for shard in self.index["shards"] for key, parts in iter_shard(self._url(shard))
+                for c in sample_meta(key, parts)[0]["captions"]]
 
     def _url(self, shard: dict) -> str:
         url = shard["url"]
@@ -173,9 +224,11 @@ class ShardTrainDataset(IterableDataset):
                 continue
             if pos >= end:
                 return
-            for _, parts in iter_shard(self._url(shard)):
-                meta = json.loads(parts.pop("json"))
-                ext, data = next(iter(parts.items()))
+            for key, parts in iter_shard(self._url(shard)):
+                try:
+                    meta, ext, data = sample_meta(key, parts)
+                except VideoDecodeError as e:  # decoded (and reported as bad) like a video that does not decode
+                    meta, ext, data = {"video_id": e.path, "captions": [""]}, "mp4", b""
                 ks = range(len(meta["captions"])) if self.mode == "all" else [None]
                 for k in ks:
                     if start <= pos < end:

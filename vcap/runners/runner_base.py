@@ -116,6 +116,7 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@registry.register_runner("runner_iter")  # LAVIS's name for training in inner epochs of iters_per_inner_epoch steps
 @registry.register_runner("runner_base")
 class RunnerBase:
     def __init__(self, cfg, task, model, datasets: dict, device: torch.device):
@@ -176,6 +177,15 @@ class RunnerBase:
         if not parts:
             raise ValueError(f"no dataset has the train splits {self.run.train_splits}")
         self.train_parts = parts
+        if self.run.train_dataset_ratios:  # LAVIS's MultiIterLoader: each batch from one dataset, by weight
+            from vcap.runners.mixing import MixedTrainLoader
+
+            by_name = {name: [splits[s] for s in self.run.train_splits if s in splits]
+                       for name, splits in self.datasets.items()}
+            return MixedTrainLoader(by_name, dict(self.run.train_dataset_ratios),
+                                    self.run.iters_per_inner_epoch * self.run.accum_grad_iters,
+                                    self.run.batch_size_train, self.run.num_workers, dist.get_rank(),
+                                    dist.get_world_size(), self.run.seed, self.device.type == "cuda")
         streamed = [p for p in parts if hasattr(p, "make_loader")]
         if streamed:  # WebDataset shards: the dataset plans equal batches per rank itself
             if len(parts) > 1:
@@ -279,15 +289,19 @@ class RunnerBase:
         """One epoch from its ``skip``-th batch (a resumed run) with the RNG states ``rng`` of each rank."""
         model = self.ddp or self.model
         model.train()
+        mixed = hasattr(loader, "start")  # datasets mixed by ratio: the loader places each dataset itself
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch)
-        for part in self.train_parts:
-            part.set_epoch(epoch)
+        if mixed:
+            loader.start(epoch, skip)
+        else:
+            for part in self.train_parts:
+                part.set_epoch(epoch)
         accum = self.run.accum_grad_iters
         full = len(loader)
         usable = (full // accum) * accum  # never leave a half-accumulated step behind
-        resumable = isinstance(loader.sampler, ResumableSampler)
-        if resumable:
+        resumable = mixed or isinstance(loader.sampler, ResumableSampler)
+        if resumable and not mixed:
             loader.sampler.start = skip * self.run.batch_size_train
         if rng is not None and skip == 0:  # saved at an epoch's end: before this epoch's loader drew its seed
             set_rng_state(rng[dist.get_rank()])
@@ -305,8 +319,9 @@ class RunnerBase:
             if i >= usable or self.step >= self.total_steps:
                 break
             batch = self.bad_samples.take(batch)
-            if trace:
-                trace.write("".join(f"{k}\n" for k in batch.get("key", batch["video_id"])))
+            if trace:  # with mixed datasets each key after its dataset's name
+                tag = f"{batch['dataset']}\t" if "dataset" in batch else ""
+                trace.write("".join(f"{tag}{k}\n" for k in batch.get("key", batch["video_id"])))
             sync = (i + 1) % accum == 0
             if is_sharded(self.model):
                 set_gradient_sync(self.model, sync)

@@ -31,8 +31,11 @@ class BaseBuilder:
         return Path(self.config.build_info.videos)
 
     def splits(self) -> list[str]:
-        """The splits with an annotation file (null turns a split of the card off)."""
-        return [k for k, v in self.config.build_info.annotations.items() if v]
+        """The splits with an annotation file (null turns a split of the card off); train also when it is
+        streamed from shards."""
+        out = [k for k, v in self.config.build_info.annotations.items() if v]
+        streamed = self.config.get("train_storage", "files") == "webdataset" and self.config.get("train_shards")
+        return out + ["train"] if streamed and "train" not in out else out
 
     def build_datasets(self, seed: int = 0) -> dict:
         if dist.is_main_process():

@@ -51,3 +51,12 @@ class CustomCaptionBuilder(BaseBuilder):
 @registry.register_builder("custom_retrieval")
 class CustomRetrievalBuilder(RetrievalBuilderMixin, BaseBuilder):
     DATASET_CONFIG_DICT = {"default": "configs/datasets/custom/retrieval.yaml"}
+
+
+@registry.register_builder("webvid_caption")
+class WebVidCaptionBuilder(BaseBuilder):
+    """WebVid-2M / 10M and other web video sets: video2dataset's WebDataset shards (``train_storage: webdataset``,
+    ``train_shards``: their folder), or vcap annotations that `vcap prepare webvid` wrote from WebVid's CSV or
+    a LAVIS JSON (seed 003's webvid2m_synthetic_msrvtt.json), or such a CSV / JSON named directly."""
+
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/webvid/caption.yaml"}

@@ -42,6 +42,16 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+# WebVid's results_2M_train.csv / results_10M_train.csv: videoid, contentUrl, duration, page_dir, name; the
+# video of a row is <page_dir>/<videoid>.mp4 (as WebVid's download script writes it), its caption ``name``
+WEBVID_COLUMNS = {"videoid", "page_dir", "name"}
+
+
+def webvid_rows(rows: list[dict]) -> list[dict]:
+    return [{"video_id": str(r["videoid"]), "video": f"{r['page_dir']}/{r['videoid']}.mp4", "caption": r["name"]}
+            for r in rows]
+
+
 def read_csv_rows(path: Path) -> list[dict]:
     """A CSV with a header row, as the files in circulation are: comma-, semicolon- or tab-separated (Excel
     re-saves of MSRVTT_JSFUSION_test.csv use ';'), CRLF or LF line ends, a UTF-8 byte-order mark or none."""
@@ -105,9 +115,11 @@ def load_annotations(path: str | os.PathLike) -> list[dict]:
     """vcap records ``{"video_id", "video", "captions": [...], ["start", "end"]}`` from ``path``.
 
     Also accepted: any JSON / JSONL / CSV of rows ``{video, caption or captions, [video_id],
-    [start, end]}`` (LAVIS's annotation files among them), grouped by video.
+    [start, end]}`` (LAVIS's annotation files among them), grouped by video; and WebVid's CSV.
     """
     rows = read_rows(path)
+    if rows and isinstance(rows[0], dict) and WEBVID_COLUMNS <= set(rows[0]):
+        rows = webvid_rows(rows)
     if rows and all(isinstance(r, dict) and {"video_id", "video", "captions"} <= set(r) for r in rows):
         records = rows
     else:

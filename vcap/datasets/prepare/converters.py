@@ -170,4 +170,29 @@ def lavis(raw: Path, out: Output) -> None:
         out.write(name, records)
 
 
-CONVERTERS = {"msrvtt": msrvtt, "msvd": msvd, "vatex": vatex, "coco": coco, "lavis": lavis}
+# ------------------------------------------------------------------------------------------------
+def webvid(raw: Path, out: Output) -> None:
+    """WebVid: its CSVs (``results_2M_train.csv``, ``results_2M_val.csv``, or the 10M ones: ``videoid``,
+    ``contentUrl``, ``duration``, ``page_dir``, ``name``; each video at ``<page_dir>/<videoid>.mp4``, else found
+    by its id), or a LAVIS JSON of ``video`` and ``caption`` rows (seed 003's ``webvid2m_synthetic_msrvtt.json``:
+    WebVid-2M with re-written captions; a file whose name says no split is the train split)."""
+    csvs = sorted(raw.rglob("results_*.csv"))
+    jsons = sorted(raw.rglob("*.json"))
+    if not csvs and not jsons:
+        raise FileNotFoundError(f"no WebVid CSV (results_2M_train.csv, ...) or LAVIS JSON under {str(raw)!r}")
+    loaded = []
+    for path in csvs + jsons:
+        split = next((s for s in ("train", "val", "test") if s in path.stem), "train")
+        loaded.append((f"caption_{split}", path, load_annotations(path)))
+    names = [name for name, _, _ in loaded]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"{[str(p) for n, p, _ in loaded if n == name]} would all be written as {name}.json; "
+                             f"give --raw a folder with one file per split")
+    for name, _, records in loaded:
+        for r in records:
+            r["video"] = r["video"] if out.videos.has(r["video"]) else out.videos.find(Path(r["video"]).stem)
+        out.write(name, records)
+
+
+CONVERTERS = {"msrvtt": msrvtt, "msvd": msvd, "vatex": vatex, "coco": coco, "lavis": lavis, "webvid": webvid}
