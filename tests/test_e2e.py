@@ -29,6 +29,35 @@ def torchrun(script, *args):
             script, *args]
 
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's chromium (.ci/run installs it)
+
+
+def check_report_in_chromium(page, rows: int) -> None:
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            raise AssertionError(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium for the report test")
+        pytest.skip(f"no {CHROMIUM} here (apt-get install chromium); CI runs this check")
+    from playwright.sync_api import sync_playwright
+
+    errors = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        tab = browser.new_page()
+        tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        tab.goto(page.resolve().as_uri())
+        tab.wait_for_load_state("load")
+        n_rows = tab.evaluate("document.querySelectorAll('#rows tbody tr').length")
+        images = tab.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+        tab.fill("#filter", "zzz-no-such-text")
+        filtered = tab.evaluate("document.querySelectorAll('#rows tbody tr').length")
+        browser.close()
+    assert not errors, errors
+    assert n_rows == rows, (n_rows, rows)
+    assert images and all(done and width > 0 for _, done, width in images), [i for i in images if not i[2]][:5]
+    assert filtered == 0
+
+
 def options(ds, out, *extra):
     return ["--options", *[o.format(ds=ds) for o in SMALL], f"run.output_dir={out}", "run.max_epoch=2",
             "run.batch_size_train=8", "run.batch_size_eval=5", "run.warmup_steps=2", *extra]
@@ -56,6 +85,11 @@ def test_torchrun_train_then_evaluate_from_checkpoint(project, ds, monitor, keys
     results = json.loads((out / "results" / "test.json").read_text())
     n_test = TINY_SPEC["num_test"] * (1 if ds == "synthetic_caption" else TINY_SPEC["captions_per_video"])
     assert len(results) == n_test  # every test item exactly once across the two ranks
+    # the run's HTML report, opened in a real headless Chromium: no console errors, a row per test item, every
+    # thumbnail decoded (retrieval: each query's top 5 and its right video)
+    page = out / "report" / "index.html"
+    assert page.is_file()
+    check_report_in_chromium(page, n_test)
 
     ckpt = out / "checkpoints" / "best.safetensors"
     assert ckpt.is_file() and (out / "checkpoints" / "last.safetensors").is_file()

@@ -11,6 +11,13 @@ from vcap.common.config import ConfigError, build_config, run_config
 log = logging.getLogger("vcap")
 
 
+_VIA_VCAP = False  # set by main(): usage lines then say `vcap train`, not `train.py`
+
+
+def _prog(script: str, command: str) -> str:
+    return f"vcap {command}" if _VIA_VCAP else script
+
+
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--cfg-path", required=True, help="project YAML, e.g. projects/demo/caption_synthetic.yaml")
@@ -60,7 +67,7 @@ def _load(args) -> "DictConfig":  # noqa: F821
 
 
 def train_main(argv=None) -> dict:
-    args = _parser("train.py", "Train a vcap project (plain python or torchrun).").parse_args(argv)
+    args = _parser(_prog("train.py", "train"), "Train a vcap project (plain python or torchrun).").parse_args(argv)
     cfg = _load(args)
     runner = _start(cfg)
     try:
@@ -142,7 +149,7 @@ def score_results(results: str, gt: str, java: bool = True) -> dict:
 
 
 def evaluate_main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="evaluate.py", description=(
+    p = argparse.ArgumentParser(prog=_prog("evaluate.py", "evaluate"), description=(
         "Evaluate a project's test splits (a model from model.checkpoint; plain python or torchrun), "
         "or score an existing results file against ground truth without a model (--results, --gt)."))
     p.add_argument("--cfg-path", help="project YAML, e.g. projects/demo/caption_synthetic.yaml")
@@ -423,15 +430,54 @@ def caption_main(argv=None) -> list[dict]:
     return out
 
 
+def report_main(argv=None) -> Path:
+    p = argparse.ArgumentParser(prog="vcap report", description=(
+        "Write OUTPUT_DIR/report/index.html: the metrics, and per video its sampled frames, references, prediction "
+        "and CIDEr-D (captioning) or per query its top-5 videos and the right one's rank (retrieval), with the "
+        "training curves. Training and evaluate.py write it too."))
+    p.add_argument("output_dir", help="a run's output directory (config.yaml, results/<split>.json)")
+    p.add_argument("--split", default="test", help="the split whose results to show (default: test)")
+    p.add_argument("--dataset", help="in a run of several datasets, which one's split")
+    p.add_argument("--workers", type=int, default=None, help="processes decoding thumbnails (default: the cores)")
+    args = p.parse_args(argv)
+    from vcap.report import write_report
+
+    try:
+        path = write_report(args.output_dir, args.split, args.dataset, args.workers)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"vcap report: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(path)
+    return path
+
+
+COMMANDS = {  # name: (function, one line)
+    "train": ("train_main", "train a project (also: torchrun ... vcap train / train.py)"),
+    "evaluate": ("evaluate_main", "evaluate a checkpoint on a project's test splits, or score a results file"),
+    "caption": ("caption_main", "caption video or image files with a trained captioner"),
+    "retrieve": ("retrieve_main", "rank videos for a text query with a trained retrieval model"),
+    "report": ("report_main", "write the HTML report of a run's evaluation (frames, predictions, scores, curves)"),
+    "prepare": ("prepare_main", "convert a dataset's official annotation files into vcap's (msrvtt, webvid, ...)"),
+    "shard": ("shard_main", "write a dataset split as WebDataset tar shards"),
+    "extract-features": ("extract_features_main", "cache a frozen encoder's features for training without video"),
+    "list": ("list_main", "list the registered models, datasets, processors, tasks and runners"),
+}
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": train_main, "evaluate": evaluate_main, "list": list_main, "prepare": prepare_main,
-                "shard": shard_main, "retrieve": retrieve_main,
-                "extract-features": extract_features_main, "caption": caption_main}
-    if not argv or argv[0] not in commands:
-        print(f"usage: vcap {{{','.join(commands)}}} ...", file=sys.stderr)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        width = max(map(len, COMMANDS))
+        print("usage: vcap <command> [options]   (vcap <command> --help for its options)\n\ncommands:")
+        for name, (_, line) in COMMANDS.items():
+            print(f"  {name:<{width}}  {line}")
+        raise SystemExit(0)
+    if argv[0] not in COMMANDS:
+        print(f"vcap: unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)} (vcap --help)", file=sys.stderr)
         raise SystemExit(2)
-    commands[argv[0]](argv[1:])
+    global _VIA_VCAP
+    _VIA_VCAP = True
+    globals()[COMMANDS[argv[0]][0]](argv[1:])
 
 
 if __name__ == "__main__":

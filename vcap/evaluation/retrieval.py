@@ -38,13 +38,14 @@ def default_chunk(n_videos: int, max_elements: int = 2**26) -> int:
 
 def retrieval_metrics_blocks(score_block, n_texts: int, n_videos: int, text_to_video, chunk: int | None = None,
                              dual_softmax: float | None = None, top1: list | None = None,
-                             device: torch.device | str = "cpu") -> dict:
+                             device: torch.device | str = "cpu", details: dict | None = None) -> dict:
     """Retrieval metrics from ``score_block(start, end) -> (end - start, n_videos)`` similarity rows.
 
     The full matrix is never held: passes over blocks of texts (two; three with
     ``dual_softmax``, the temperature of dual-softmax re-scoring: each score times the softmax
     over texts of that video's column) keep memory at one block. ``top1`` (a list) receives each
     text's best video. ``device`` is where the blocks live (a GPU too): the ranks are counted there.
+    ``details`` (a dict) receives ``top5`` (each text's five best videos) and ``rank`` (its video's rank).
     """
     dev = torch.device(device)
     t2v = _check(text_to_video, n_texts, n_videos).to(dev)
@@ -71,6 +72,8 @@ def retrieval_metrics_blocks(score_block, n_texts: int, n_videos: int, text_to_v
         best = best.scatter_reduce(0, t2v[s:e], right.squeeze(1), reduce="amax")
         if top1 is not None:
             top1.extend(b.argmax(1).tolist())
+        if details is not None:
+            details.setdefault("top5", []).extend(b.topk(min(5, n_videos), dim=1).indices.tolist())
     # video -> text: each video's best own caption, ranked against every other text
     v_ranks = torch.ones(n_videos, dtype=torch.long, device=dev)
     for s, e in blocks:
@@ -78,6 +81,8 @@ def retrieval_metrics_blocks(score_block, n_texts: int, n_videos: int, text_to_v
         v_ranks += (b >= best[None]).sum(0)
         own = b.gather(1, t2v[s:e, None]).squeeze(1) >= best[t2v[s:e]]
         v_ranks -= torch.zeros(n_videos, dtype=torch.long, device=dev).scatter_add_(0, t2v[s:e], own.long())
+    if details is not None:
+        details["rank"] = t_ranks.tolist()
     return {**_summary(t_ranks.cpu().numpy(), "t2v"), **_summary(v_ranks.cpu().numpy(), "v2t")}
 
 

@@ -263,6 +263,7 @@ class RunnerBase:
         metrics["steps"] = self.step
         metrics["nonfinite_skipped"] = self.nonfinite_total
         self.write_metrics(metrics)
+        self.write_reports(self.run.test_splits)
         return metrics
 
     def end_epoch(self, epoch: int, last: bool) -> None:
@@ -510,7 +511,23 @@ class RunnerBase:
         self.save_config()
         metrics = self.evaluate_splits(self.run.test_splits, tag="evaluate")
         self.write_metrics(metrics)
+        self.write_reports(self.run.test_splits)
         return metrics
+
+    def write_reports(self, splits) -> None:
+        """report/index.html of each evaluated split, by rank 0 while the others wait (a report that fails only
+        logs why: the metrics are written, the page is a view of them)."""
+        if dist.is_main_process():
+            from vcap.report import write_report
+
+            for split in splits:
+                for name, ds in self.split_datasets(split).items():
+                    try:
+                        write_report(self.output_dir, split, name if len(self.datasets) > 1 else None,
+                                     workers=self.run.num_workers or 1, data=ds)
+                    except Exception as e:  # noqa: BLE001
+                        log.warning("no report for %s %s: %s: %s", name, split, type(e).__name__, e)
+        dist.barrier()
 
     def close(self) -> None:
         """Release the DDP model and optimizer before the process group goes (gloo aborts otherwise)."""
