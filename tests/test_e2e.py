@@ -114,11 +114,17 @@ def test_torchrun_train_then_evaluate_from_checkpoint(project, ds, monitor, keys
     # vcap caption: the same captions as the evaluation for the same videos (greedy, same processor)
     videos = next((tmp_path / "data" / "synthetic").glob("*/videos"))
     rows = json.loads((out / "evaluate" / "results" / "test.json").read_text())[:3]
-    p = run([sys.executable, "-m", "vcap.cli", "caption", "--cfg-path", project, "--video",
-             *[str(videos / f"{r['video_id']}.mp4") for r in rows], str(tmp_path / "missing.mp4"),
-             "--options", *[o.format(ds=ds) for o in SMALL], f"model.checkpoint={ckpt}"], tmp_path)
+    cmd = [sys.executable, "-m", "vcap.cli", "caption", "--cfg-path", project, "--video",
+           *[str(videos / f"{r['video_id']}.mp4") for r in rows], str(tmp_path / "missing.mp4"),
+           "--options", *[o.format(ds=ds) for o in SMALL], f"model.checkpoint={ckpt}"]
+    p = subprocess.run(cmd, cwd=REPO, env=env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1, p.stderr[-2000:]  # an input failed: said by the status, after the others
     assert [line.split("\t")[1] for line in p.stdout.strip().splitlines()] == [r["prediction"] for r in rows]
     assert "missing.mp4\t(skipped: file does not exist)" in p.stderr
+    p = subprocess.run(cmd + ["--json"], cwd=REPO, env=env(tmp_path), capture_output=True, text=True, timeout=300)
+    listed = json.loads(p.stdout)
+    assert p.returncode == 1 and [x.get("caption") for x in listed[:3]] == [r["prediction"] for r in rows]
+    assert listed[3] == {"video": str(tmp_path / "missing.mp4"), "error": "file does not exist"}
     # and in Python, as LAVIS users do: the checkpoint's model with its processors gives the same captions
     import torch
 
@@ -151,9 +157,10 @@ def test_torchrun_train_then_evaluate_from_checkpoint(project, ds, monitor, keys
 
 def test_single_process_train_and_bad_config_rejected_before_work(tmp_path):
     out = tmp_path / "single"
-    run([sys.executable, "train.py", "--cfg-path", "projects/demo/retrieval_synthetic.yaml",
-         *options("synthetic_retrieval", out, "run.max_epoch=1", "run.valid_splits=[]", "run.accum_grad_iters=2")],
-        tmp_path)
+    p = run([sys.executable, "train.py", "--cfg-path", "projects/demo/retrieval_synthetic.yaml",
+             *options("synthetic_retrieval", out, "run.max_epoch=1", "run.valid_splits=[]", "run.accum_grad_iters=2")],
+            tmp_path)
+    assert re.search(r"^test\s+t2v_R1\s+\d", p.stdout, re.M)  # training ends with evaluate.py's table
     metrics = json.loads((out / "metrics.json").read_text())
     assert "val" not in metrics and metrics["test"]["t2v_MnR"] >= 1
     batches = TINY_SPEC["num_train"] * TINY_SPEC["captions_per_video"] // 8

@@ -30,7 +30,7 @@ def test_caption_scores_equal_direct_pycocoevalcap_calls():
     got = caption_scores(REFS, PREDS)
     for k, v in expected.items():
         assert got[k] == pytest.approx(v, abs=1e-12), k
-    assert isinstance(got["SPICE"], float) or got["SPICE"].startswith("unavailable: ")
+    assert isinstance(got["SPICE"], float) or (got["SPICE"] is None and got["notes"]["SPICE"].startswith("unavailable: "))
     perfect = caption_scores(REFS, {k: v[0] for k, v in REFS.items()}, spice=False)
     assert perfect["Bleu_4"] > got["Bleu_4"] and perfect["CIDEr"] > got["CIDEr"] and "SPICE" not in perfect
 
@@ -191,7 +191,9 @@ def test_caption_scores_without_java_say_they_are_non_standard():
 
     assert python_tokenize("A man's dog -- runs, fast!") == "a man 's dog runs fast"
     got = caption_scores(REFS, PREDS, java=False)
-    assert got["tokenizer"].startswith("non-standard") and got["METEOR"].startswith("unavailable")
+    assert got["notes"]["tokenizer"].startswith("non-standard") and got["METEOR"] is None
+    assert got["notes"]["METEOR"] == "unavailable: needs Java"
+    assert all(v is None or isinstance(v, float) for k, v in got.items() if k != "notes")  # a number or null
     standard = caption_scores(REFS, PREDS, spice=False)
     assert got["CIDEr"] == pytest.approx(standard["CIDEr"], rel=1e-9)  # plain captions tokenise alike
 

@@ -202,3 +202,15 @@ def test_a_nonfinite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path):
     assert ("the loss was not finite in 2 optimizer steps in a row (run.max_nonfinite_steps=2), at global step 1"
             in p.stderr + p.stdout), p.stderr[-3000:]
     assert not (out / "metrics.json").exists()
+
+
+def test_weight_files_get_the_usual_permissions(tmp_path):
+    """0644 under the usual umask, as torch.save's files (safetensors alone writes 0600)."""
+    from vcap.common.checkpoint import save_weights
+
+    old = os.umask(0o022)
+    try:
+        save_weights(torch.nn.Linear(2, 2), tmp_path / "w.safetensors")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644

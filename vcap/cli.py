@@ -69,28 +69,37 @@ def _load(args) -> "DictConfig":  # noqa: F821
 def train_main(argv=None) -> dict:
     args = _parser(_prog("train.py", "train"), "Train a vcap project (plain python or torchrun).").parse_args(argv)
     cfg = _load(args)
+    from vcap.common import dist
+
     runner = _start(cfg)
+    rank = dist.get_rank()
     try:
         # run.evaluate_only (LAVIS's run.evaluate) turns train.py into an evaluation of the test splits
-        return runner.evaluate_only() if cfg.run.evaluate_only else runner.train()
+        metrics = runner.evaluate_only() if cfg.run.evaluate_only else runner.train()
     finally:
         runner.close()
+    if rank == 0:  # the same table evaluate.py prints
+        print(format_table({k: v for k, v in metrics.items() if isinstance(v, dict)}))
+    return metrics
 
 
 def format_table(metrics: dict) -> str:
     """``split | metric | value`` rows of a metrics dict (nested by split or flat)."""
-    rows = []
+    rows, notes = [], []
     for split, values in metrics.items():
         if isinstance(values, dict):
-            rows.extend((split, k, v) for k, v in values.items())
+            rows.extend((split, k, v) for k, v in values.items() if k != "notes")
+            notes.extend(f"{split} {k}: {v}" for k, v in (values.get("notes") or {}).items())
+        elif split == "notes" and isinstance(values, dict):
+            notes.extend(f"{k}: {v}" for k, v in values.items())
         else:
             rows.append(("", split, values))
     width = max([len(r[0]) for r in rows] + [5]), max([len(r[1]) for r in rows] + [6])
     lines = [f"{'split':<{width[0]}}  {'metric':<{width[1]}}  value"]
     for split, key, value in rows:
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        shown = f"{value:.4f}" if isinstance(value, float) else ("null" if value is None else str(value))
         lines.append(f"{split:<{width[0]}}  {key:<{width[1]}}  {shown}")
-    return "\n".join(lines)
+    return "\n".join(lines + [f"note: {n}" for n in dict.fromkeys(notes)])
 
 
 def _ids(value) -> str:
@@ -406,26 +415,35 @@ def caption_main(argv=None) -> list[dict]:
     p = _parser("vcap caption", "Caption video files, e.g. --options model.checkpoint=output/run/checkpoints/best.safetensors")
     p.add_argument("--video", required=True, nargs="+", help="video (or image) files")
     p.add_argument("--num-beams", type=int, help="default: run.num_beams of the project")
+    p.add_argument("--json", action="store_true", help="print one JSON list of {video, caption} or {video, error}")
     args = p.parse_args(argv)
     cfg = _load(args)
     model, processor = _inference_model("vcap caption", cfg, "generate", "captioner")
     r = run_config(cfg)
     gen = {"num_beams": args.num_beams or r.num_beams, "max_new_tokens": r.max_new_tokens,
            "min_new_tokens": r.min_new_tokens}
-    out, failed = [], 0
+    out = []
     for path in args.video:
         try:
             frames, mask = processor.load(path)
         except VideoDecodeError as e:
-            print(f"{path}\t(skipped: {e.reason})", file=sys.stderr)
-            failed += 1
+            out.append({"video": path, "error": e.reason})
+            if not args.json:
+                print(f"{path}\t(skipped: {e.reason})", file=sys.stderr)
             continue
         video, mask = processor(frames, mask=mask)
         with torch.no_grad():
             caption = model.generate({"video": video[None], "video_mask": mask[None]}, **gen)[0]
         out.append({"video": path, "caption": caption})
-        print(f"{path}\t{caption}")
-    if failed and not out:
+        if not args.json:
+            print(f"{path}\t{caption}")
+    if args.json:
+        import json
+
+        print(json.dumps(out, indent=1))
+    failed = sum("error" in o for o in out)
+    if failed:  # every input that could be read is captioned first; the status says some were not
+        print(f"vcap caption: {failed} of {len(out)} inputs could not be read", file=sys.stderr)
         raise SystemExit(1)
     return out
 

@@ -18,6 +18,12 @@ from safetensors.torch import save_file
 log = logging.getLogger(__name__)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write_fn) -> None:
     """Call ``write_fn(tmp_path)``, fsync, then rename onto ``path`` so readers never see half a file."""
     path = Path(path)
@@ -25,6 +31,7 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     try:
         write_fn(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # the usual permissions (safetensors writes 0600)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

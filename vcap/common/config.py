@@ -362,6 +362,9 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
                     registry.get(kind, run.get(key, getattr(RunConfig, key, None)))
                 except KeyError as e:
                     problems.append(f"run.{key}: {e.args[0]}")
+        if not problems and "monitor" not in run:  # the task's own metric selects the best checkpoint
+            run["monitor"] = getattr(registry.get_task_class(run["task"]), "DEFAULT_MONITOR", None)
+            merged.run.monitor = run["monitor"]
         if not problems:
             problems.extend(_check_mixing(run, merged.datasets))
         if not problems:

@@ -1,7 +1,7 @@
 """Caption metrics computed by pycocoevalcap itself (PTB tokenizer, BLEU, METEOR, ROUGE-L, CIDEr).
 
 SPICE needs Stanford CoreNLP, which pycocoevalcap downloads on first use; when it is not on disk
-the result says so under ``SPICE`` instead of dropping the key.
+``SPICE`` is null (never dropped) and ``notes["SPICE"]`` says why.
 """
 from __future__ import annotations
 
@@ -86,8 +86,9 @@ def caption_scores(refs: dict, preds: dict, spice: bool = True, java: bool = Tru
             from pycocoevalcap.spice.spice import Spice
 
             out["SPICE"] = float(Spice().compute_score(gts, res)[0])
-        else:
-            out["SPICE"] = reason
+        else:  # every metric is a number or null; why it is null is in notes
+            out["SPICE"] = None
+            out["notes"] = {"SPICE": reason}
     return out
 
 
@@ -106,6 +107,6 @@ def _scores_without_java(refs: dict, preds: dict) -> dict:
     out: dict = {f"Bleu_{n + 1}": float(b) for n, b in enumerate(bleu)}
     out["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
     out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
-    out["METEOR"] = out["SPICE"] = "unavailable: needs Java"
-    out["tokenizer"] = NON_STANDARD
+    out["METEOR"] = out["SPICE"] = None
+    out["notes"] = {"METEOR": "unavailable: needs Java", "SPICE": "unavailable: needs Java", "tokenizer": NON_STANDARD}
     return out

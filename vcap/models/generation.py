@@ -37,6 +37,7 @@ def generate_from_prefix(lm, prefix: torch.Tensor, tokenizer, num_beams: int = 3
     return lm.generate(
         inputs_embeds=prefix, attention_mask=mask, num_beams=num_beams, max_new_tokens=max_new_tokens,
         min_new_tokens=min_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
-        num_return_sequences=num_return_sequences, length_penalty=1.0, early_stopping=True,
+        num_return_sequences=num_return_sequences,
+        **({"length_penalty": 1.0, "early_stopping": True} if num_beams > 1 else {}),  # beam-only flags
         eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
     )

@@ -23,6 +23,8 @@ def write_coco_gt(refs: dict[str, list[str]], path: Path) -> None:
 
 @registry.register_task("captioning")
 class CaptioningTask(BaseTask):
+    DEFAULT_MONITOR = "CIDEr"  # run.monitor when the project does not set it (null: keep the last epoch)
+
     def gen_cfg(self) -> dict:
         r = self.run
         return {"num_beams": r.num_beams, "max_new_tokens": r.max_new_tokens, "min_new_tokens": r.min_new_tokens}

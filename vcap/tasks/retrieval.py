@@ -22,6 +22,8 @@ def _gather_rows(local: list[tuple[int, torch.Tensor]], n: int) -> torch.Tensor:
 
 @registry.register_task("retrieval")
 class RetrievalTask(BaseTask):
+    DEFAULT_MONITOR = "t2v_R1"  # run.monitor when the project does not set it (null: keep the last epoch)
+
     @torch.no_grad()
     def evaluate(self, model, loader, dataset, split: str, output_dir: Path) -> dict:
         videos, bad = [], []
