@@ -202,7 +202,6 @@ def evaluate_main(argv=None) -> dict:
 
 def list_main(argv=None) -> None:
     from vcap.common.registry import KINDS, registry
-    import vcap  # noqa: F401
 
     plural = {k: {"lr_scheduler": "lr_schedulers"}.get(k, k + "s") for k in KINDS}
     p = argparse.ArgumentParser(prog="vcap list", description="List registered names.")
@@ -213,20 +212,23 @@ def list_main(argv=None) -> None:
             print(f"{name}: {', '.join(registry.list(kind)) or '(none)'}")
 
 
-def prepare_main(argv=None) -> dict:
-    from vcap.datasets.prepare import CONVERTERS, prepare
+CONVERTER_NAMES = ("coco", "lavis", "msrvtt", "msvd", "vatex", "webvid")  # vcap.datasets.prepare.CONVERTERS
 
+
+def prepare_main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="vcap prepare", description=(
         "Convert a dataset's official annotation files into vcap annotations, checking every video. "
         "msrvtt: train_val_videodatainfo.json + test_videodatainfo.json (+ MSRVTT_train.9k.csv / 7k.csv, "
         "MSRVTT_JSFUSION_test.csv for retrieval); msvd: raw-captions.pkl + train/val/test_list.txt; "
         "vatex: vatex_training_v1.0.json + vatex_validation_v1.0.json; coco: dataset_coco.json (Karpathy); "
-        "lavis: LAVIS annotation files (cap_train.json, ...) as they are."))
-    p.add_argument("dataset", choices=sorted(CONVERTERS))
+        "lavis: LAVIS's or the Hugging Face MSR-VTT's annotation files; webvid: WebVid's CSV or a LAVIS JSON."))
+    p.add_argument("dataset", choices=CONVERTER_NAMES)
     p.add_argument("--raw", required=True, help="folder holding the official files (searched recursively)")
     p.add_argument("--out", required=True, help="output folder, e.g. data/msrvtt (the cards' default)")
     p.add_argument("--videos", help="video (or image) folder, searched recursively; default: --raw")
     args = p.parse_args(argv)
+    from vcap.datasets.prepare import prepare
+
     try:
         return prepare(args.dataset, args.raw, args.out, args.videos)
     except (FileNotFoundError, ValueError, KeyError) as e:

@@ -19,7 +19,25 @@ def qualified_name(obj) -> str:
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
+# what registers vcap's own classes: imported on the first lookup, so that `vcap --help` and the config
+# code need neither torch nor transformers
+BUILTIN_MODULES = ("vcap.datasets.builders", "vcap.models", "vcap.processors", "vcap.tasks", "vcap.runners",
+                   "vcap.common.optim")
+
+
 class Registry:
+    _builtins_loaded = False
+
+    def ensure_builtins(self) -> None:
+        """Import vcap's built-in models, builders, processors, tasks, runners and schedulers (once)."""
+        if self._builtins_loaded:
+            return
+        self._builtins_loaded = True
+        import importlib
+
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+
     def __init__(self) -> None:
         self._maps: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
 
@@ -62,6 +80,7 @@ class Registry:
 
     # -- lookup -------------------------------------------------------------------------------
     def get(self, kind: str, name: str) -> type:
+        self.ensure_builtins()
         if kind not in self._maps:
             raise KeyError(f"unknown registry kind {kind!r}; kinds are {', '.join(KINDS)}")
         table = self._maps[kind]
@@ -94,6 +113,7 @@ class Registry:
         return self.get("lr_scheduler", name)
 
     def list(self, kind: str) -> list[str]:
+        self.ensure_builtins()
         return sorted(self._maps[kind])
 
     def list_models(self) -> list[str]:

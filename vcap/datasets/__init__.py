@@ -1,1 +1,1 @@
-from vcap.datasets import builders  # noqa: F401  (registration)
+# the builders register on the registry's first lookup (vcap.common.registry.BUILTIN_MODULES)
