@@ -185,3 +185,34 @@ def test_every_dataset_card_validates_in_a_project():
             cfg = build_config(project(datasets={name: {"type": card_type}}))
             section = cfg.datasets[name]
             assert section.train_storage == "files" and section.vis_processor.eval.name == "video_eval", name
+
+
+def test_own_model_mistakes_are_explained():
+    """The README's own-model path: an import that is not on sys.path, a model type for a model without cards,
+    parameters of lazy modules at start-up."""
+    import torch
+
+    from vcap.cli import _count
+    from vcap.common.config import ConfigError, build_config
+    from vcap.common.registry import registry
+    from vcap.models.base_model import BaseModel
+
+    project = {"model": {"arch": "blip2_opt", "model_type": "tiny"}, "datasets": {"synthetic_caption": {}},
+               "run": {"task": "captioning", "output_dir": "x"}}
+    with pytest.raises(ConfigError, match=r"cannot import module 'my_pkg.my_model'.*add that folder to PYTHONPATH"):
+        build_config(OmegaConf.create({**project, "imports": ["my_pkg.my_model"]}))
+
+    @registry.register_model("cardless_for_test")
+    class Cardless(BaseModel):
+        def __init__(self, width: int = 8):
+            super().__init__()
+            self.head = torch.nn.LazyLinear(width)
+
+    try:
+        with pytest.raises(ConfigError, match=r"model_type: 'base', but 'cardless_for_test' has no model-type cards"):
+            build_config(OmegaConf.create({**project, "model": {"arch": "cardless_for_test", "model_type": "base"}}))
+        cfg = build_config(OmegaConf.create({**project, "model": {"arch": "cardless_for_test", "width": 4}}))
+        model = Cardless.from_config(cfg.model)
+        assert _count(model.parameters()) == 0  # uninitialised until the first forward, not an error
+    finally:
+        registry.unregister("model", "cardless_for_test")

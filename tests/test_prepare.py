@@ -169,9 +169,16 @@ def test_lavis_files_as_they_are_and_custom_csv(tmp_path):
                   **_small_processors()).build_datasets()
     assert ds["test"].texts == ["a cat", "a kitten", "a dog"] and ds["test"].text_to_video == [0, 0, 1]
     assert ds["test"].records[0]["start"] == 0.0 and ds["test"].records[1]["video_id"] == "video1"
-    (tmp_path / "bad.jsonl").write_text('{"video": "videos/video0.mp4"}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl: row 0 \(videos/video0.mp4\): expected a non-empty 'caption'"):
+    (tmp_path / "bad.jsonl").write_text('{"video": "videos/video0.mp4", "text": "a cat"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl: no 'caption' or 'captions' column; found the columns "
+                                         r"\['text', 'video'\]"):
         _builder("custom_caption", {"train": str(tmp_path / "bad.jsonl")}, raw).build_datasets()
+    (tmp_path / "empty.csv").write_text("video,caption\nvideos/video0.mp4,a cat\nvideos/video1.mp4,\n")
+    with pytest.raises(ValueError, match=r"empty.csv: line 3 \(videos/video1.mp4\): the caption is empty"):
+        _builder("custom_caption", {"train": str(tmp_path / "empty.csv")}, raw).build_datasets()
+    with pytest.raises(FileNotFoundError, match=r"datasets.custom_caption.build_info.annotations.train: "
+                                                r".*nowhere.csv does not exist; set it to your CSV"):
+        _builder("custom_caption", {"train": str(tmp_path / "nowhere.csv")}, raw).build_datasets()
 
 
 def test_bad_video_in_evaluation_is_marked_not_replaced(tmp_path):

@@ -52,10 +52,16 @@ def _start(cfg):
     with torch.device("meta") if on_meta else contextlib.nullcontext():
         model = task.build_model(cfg, datasets)
     log.info("model %s/%s: %.2fM parameters (%.2fM trainable) on %s", cfg.model.arch, cfg.model.model_type,
-             sum(p.numel() for p in model.parameters()) / 1e6,
-             sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, device)
+             _count(model.parameters()) / 1e6, _count(p for p in model.parameters() if p.requires_grad) / 1e6, device)
     set_seed(run.seed + dist.get_rank())  # from here each rank draws its own dropout masks and samples
     return registry.get_runner_class(run.runner)(cfg, task, model, datasets, device)
+
+
+def _count(params) -> int:
+    """Parameters counted, those of lazy modules (nn.LazyLinear before its first forward) as 0."""
+    from torch.nn.parameter import UninitializedParameter
+
+    return sum(0 if isinstance(p, UninitializedParameter) else p.numel() for p in params)
 
 
 def _load(args) -> "DictConfig":  # noqa: F821

@@ -202,7 +202,11 @@ def import_user_modules(modules) -> None:
         try:
             importlib.import_module(name)
         except ImportError as e:
-            raise ConfigError([f"imports: cannot import module {name!r}: {e}"]) from e
+            hint = ""
+            if isinstance(e, ModuleNotFoundError) and e.name and name.split(".")[0] == e.name.split(".")[0]:
+                hint = (f"; Python looks for it on sys.path: run from the folder that holds {name.split('.')[0]!r} "
+                        f"(the project root) or add that folder to PYTHONPATH (current directory: {os.getcwd()})")
+            raise ConfigError([f"imports: cannot import module {name!r}: {e}{hint}"]) from e
 
 
 def parse_options(options: list[str] | None) -> DictConfig:
@@ -230,6 +234,10 @@ def _model_card(cls, arch: str, model_type: str | None) -> tuple[str, DictConfig
         return "default", OmegaConf.create({})
     model_type = model_type or getattr(cls, "DEFAULT_MODEL_TYPE", "default")
     if model_type not in cards:
+        if not cards:
+            raise ConfigError([f"model.model_type: {model_type!r}, but {arch!r} has no model-type cards "
+                               f"(PRETRAINED_MODEL_CONFIG_DICT is empty): drop model_type and give the constructor's "
+                               f"arguments in the model section"])
         raise ConfigError(
             [f"model.model_type: {model_type!r} is not a model type of {arch!r}; "
              f"expected one of {sorted(cards)}{_closest(model_type, cards)}"]

@@ -15,6 +15,7 @@ class BaseBuilder:
     """Reads ``build_info.annotations.<split>`` (vcap annotation JSON) and ``build_info.videos``."""
 
     DATASET_CONFIG_DICT: dict[str, str] = {}
+    CONVERTER: str | None = None  # the `vcap prepare` converter that writes this builder's annotation files
     train_dataset_cls = CaptionTrainDataset
     eval_dataset_cls = CaptionEvalDataset
 
@@ -54,7 +55,7 @@ class BaseBuilder:
             if split == "train" and self.config.get("train_storage", "files") == "webdataset":
                 out[split] = self.shard_dataset(vis["train"], txt["train"], seed)
                 continue
-            records = load_annotations(self.annotation_path(split))
+            records = self.load_split(split)
             if split == "train":
                 out[split] = self.train_dataset_cls(records, self.video_root(), vis["train"], txt["train"], seed=seed,
                                                     cache_decoded=cache, features=features,
@@ -63,6 +64,17 @@ class BaseBuilder:
                 out[split] = self.eval_dataset_cls(records, self.video_root(), vis["eval"], txt["eval"], seed=seed,
                                                    cache_decoded=cache, features=features)
         return out
+
+    def load_split(self, split: str) -> list[dict]:
+        """The split's records; a missing file is named with the key that sets it."""
+        path = self.annotation_path(split)
+        if not path.is_file():
+            key = f"datasets.{self.name}.build_info.annotations.{split}"
+            how = (f"`vcap prepare {self.CONVERTER}` writes it, or set {key}" if self.CONVERTER else
+                   "set it to your CSV / JSON / JSONL of video, caption (or captions) rows, or to null to leave the "
+                   "split out")
+            raise FileNotFoundError(f"{key}: {path} does not exist; {how}")
+        return load_annotations(path)
 
     def shard_dataset(self, vis, txt, seed: int):
         from vcap.datasets.shards import ShardTrainDataset

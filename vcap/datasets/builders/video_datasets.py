@@ -12,32 +12,38 @@ from vcap.datasets.builders.base import BaseBuilder, RetrievalBuilderMixin
 
 @registry.register_builder("msrvtt_caption")
 class MSRVTTCaptionBuilder(BaseBuilder):
+    CONVERTER = "msrvtt"  # `vcap prepare msrvtt` writes its annotation files
     DATASET_CONFIG_DICT = {"default": "configs/datasets/msrvtt/caption.yaml"}
 
 
 @registry.register_builder("msrvtt_retrieval")
 class MSRVTTRetrievalBuilder(RetrievalBuilderMixin, BaseBuilder):
+    CONVERTER = "msrvtt"  # `vcap prepare msrvtt` writes its annotation files
     DATASET_CONFIG_DICT = {"default": "configs/datasets/msrvtt/retrieval_9k.yaml",
                            "7k": "configs/datasets/msrvtt/retrieval_7k.yaml"}
 
 
 @registry.register_builder("msvd_caption")
 class MSVDCaptionBuilder(BaseBuilder):
+    CONVERTER = "msvd"  # `vcap prepare msvd` writes its annotation files
     DATASET_CONFIG_DICT = {"default": "configs/datasets/msvd/caption.yaml"}
 
 
 @registry.register_builder("msvd_retrieval")
 class MSVDRetrievalBuilder(RetrievalBuilderMixin, BaseBuilder):
+    CONVERTER = "msvd"  # `vcap prepare msvd` writes its annotation files
     DATASET_CONFIG_DICT = {"default": "configs/datasets/msvd/retrieval.yaml"}
 
 
 @registry.register_builder("vatex_caption")
 class VATEXCaptionBuilder(BaseBuilder):
+    CONVERTER = "vatex"  # `vcap prepare vatex` writes its annotation files
     DATASET_CONFIG_DICT = {"default": "configs/datasets/vatex/caption.yaml"}
 
 
 @registry.register_builder("coco_caption")
 class COCOCaptionBuilder(BaseBuilder):
+    CONVERTER = "coco"  # `vcap prepare coco` writes its annotation files
     """Images as one-frame videos (Karpathy split), so every video model runs on them."""
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/coco/caption.yaml"}
@@ -55,6 +61,7 @@ class CustomRetrievalBuilder(RetrievalBuilderMixin, BaseBuilder):
 
 @registry.register_builder("webvid_caption")
 class WebVidCaptionBuilder(BaseBuilder):
+    CONVERTER = "webvid"  # `vcap prepare webvid` writes its annotation files
     """WebVid-2M / 10M and other web video sets: video2dataset's WebDataset shards (``train_storage: webdataset``,
     ``train_shards``: their folder), or vcap annotations that `vcap prepare webvid` wrote from WebVid's CSV or
     a LAVIS JSON (seed 003's webvid2m_synthetic_msrvtt.json), or such a CSV / JSON named directly."""

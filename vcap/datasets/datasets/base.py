@@ -78,15 +78,21 @@ def records_from_rows(rows: list[dict], source: str) -> list[dict]:
     Rows of the same video (and segment) are merged; the order of first appearance is kept.
     """
     records: dict[tuple, dict] = {}
+    suffix = Path(source).suffix.lower()
+    # where a row is, as an editor shows it: CSV rows start on line 2 (after the header), JSONL on line 1
+    where = {".csv": lambda i: f"line {i + 2}", ".jsonl": lambda i: f"line {i + 1}"}.get(suffix, lambda i: f"record {i}")
     for i, row in enumerate(rows):
         video = row.get("video") or row.get("image")
         if not video:
-            raise ValueError(f"{source}: row {i} has no 'video' (or 'image'); expected keys video and caption "
-                             f"or captions, optionally video_id, start, end; got {sorted(row)}")
+            raise ValueError(f"{source}: {where(i)} has no 'video' (or 'image'); expected the columns video and "
+                             f"caption (or captions), optionally video_id, start, end; found {sorted(row)}")
+        if "captions" not in row and "caption" not in row:
+            raise ValueError(f"{source}: no 'caption' or 'captions' column; found the columns {sorted(row)} "
+                             f"(rename the caption column to 'caption')")
         caps = row.get("captions", row.get("caption"))
         caps = [caps] if isinstance(caps, str) else list(caps or [])
         if not caps or not all(isinstance(c, str) and c.strip() for c in caps):
-            raise ValueError(f"{source}: row {i} ({video}): expected a non-empty 'caption' or 'captions'")
+            raise ValueError(f"{source}: {where(i)} ({video}): the caption is empty")
         span = []
         for key in ("start", "end"):
             value = row.get(key)
