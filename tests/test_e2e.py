@@ -220,7 +220,7 @@ def test_bad_videos_are_reported_and_too_many_stop_the_run(tmp_path, tiny_data):
         (videos / r["video"]).symlink_to(tiny_data / "videos" / r["video"])
     (videos / "broken.mp4").write_bytes((tiny_data / "videos" / records[0]["video"]).read_bytes()[:300])
     rows = [{"video": r["video"], "captions": r["captions"]} for r in records] + \
-        [{"video": "broken.mp4", "captions": ["a broken video"]}]
+        [{"video": "broken.mp4", "captions": ["a broken video"]}, {"video": "gone.mp4", "captions": ["not there"]}]
     (tmp_path / "ann.json").write_text(json.dumps(rows))
     project = OmegaConf.load(REPO / "projects/demo/retrieval_synthetic.yaml")
     project.datasets = {"custom_retrieval": {
@@ -230,18 +230,24 @@ def test_bad_videos_are_reported_and_too_many_stop_the_run(tmp_path, tiny_data):
     path = tmp_path / "custom.yaml"
     OmegaConf.save(project, path)
     base = [f"run.output_dir={tmp_path / 'ok'}", "run.max_epoch=1", "run.batch_size_train=4", "run.valid_splits=[]"]
-    run([sys.executable, "train.py", "--cfg-path", str(path), "--options", *base, "run.max_bad_sample_ratio=0.2"],
-        tmp_path)
+    p = run([sys.executable, "train.py", "--cfg-path", str(path), "--options", *base, "run.max_bad_sample_ratio=0.2"],
+            tmp_path)
+    # a file that does not exist is found when the dataset is built, and left out of training
+    assert "datasets.custom_retrieval train: 1 of 14 videos do not exist and are left out" in p.stdout + p.stderr
     bad = [json.loads(line) for line in (tmp_path / "ok" / "bad_samples.jsonl").read_text().splitlines()]
-    assert {b["split"] for b in bad} == {"train", "test"} and all(b["path"].endswith("broken.mp4") for b in bad)
+    assert {b["path"].rsplit("/", 1)[1] for b in bad if b["split"] == "train"} == {"broken.mp4"}
+    assert {b["path"].rsplit("/", 1)[1] for b in bad if b["split"] == "test"} == {"broken.mp4", "gone.mp4"}
     metrics = json.loads((tmp_path / "ok" / "metrics.json").read_text())
-    assert metrics["test"]["num_bad_videos"] == 1 and metrics["test"]["num_videos"] == 12
+    assert metrics["test"]["num_bad_videos"] == 2 and metrics["test"]["num_videos"] == 12
 
     p = subprocess.run([sys.executable, "train.py", "--cfg-path", str(path), "--options", *base[1:],
                         f"run.output_dir={tmp_path / 'stop'}"], cwd=REPO, env=env(tmp_path), capture_output=True,
                        text=True, timeout=300)
     assert p.returncode != 0
-    assert "failed to decode, more than run.max_bad_sample_ratio=0.01" in p.stderr and "broken.mp4" in p.stderr
+    # one broken video of 13 (counted once, whatever its caption rows), stopped after the epoch's checkpoint
+    assert "1 of 13 videos (7.7%) could not be loaded (1 failed to decode), more than run.max_bad_sample_ratio=0.01" \
+        in p.stderr and "broken.mp4" in p.stderr
+    assert (tmp_path / "stop" / "checkpoints" / "last.safetensors").is_file()
 
 
 def test_clipcap_trains_from_cached_features_without_any_video(tmp_path):

@@ -5,10 +5,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+import logging
+
 from vcap.common import dist
 from vcap.datasets.datasets.base import (CaptionEvalDataset, CaptionTrainDataset, RetrievalEvalDataset,
                                          load_annotations)
 from vcap.processors import build_processor
+
+log = logging.getLogger(__name__)
 
 
 class BaseBuilder:
@@ -56,6 +60,8 @@ class BaseBuilder:
                 out[split] = self.shard_dataset(vis["train"], txt["train"], seed)
                 continue
             records = self.load_split(split)
+            if features is None:
+                records = self.check_videos(split, records)
             if split == "train":
                 out[split] = self.train_dataset_cls(records, self.video_root(), vis["train"], txt["train"], seed=seed,
                                                     cache_decoded=cache, features=features,
@@ -64,6 +70,27 @@ class BaseBuilder:
                 out[split] = self.eval_dataset_cls(records, self.video_root(), vis["eval"], txt["eval"], seed=seed,
                                                    cache_decoded=cache, features=features)
         return out
+
+    def check_videos(self, split: str, records: list[dict]) -> list[dict]:
+        """Videos that do not exist are found here, when the dataset is built, not an epoch later: left out of
+        training; kept in evaluation, where they are reported and left out of the metrics."""
+        root = self.video_root()
+        missing = [r for r in records if not (root / r["video"]).is_file()]
+        if not missing:
+            return records
+        shown = ", ".join(str(root / r["video"]) for r in missing[:3])
+        if split == "train":
+            log.warning("datasets.%s %s: %d of %d videos do not exist and are left out (e.g. %s)", self.name, split,
+                        len(missing), len(records), shown)
+            gone = {id(r) for r in missing}
+            kept = [r for r in records if id(r) not in gone]
+            if not kept:
+                raise FileNotFoundError(f"datasets.{self.name} {split}: none of its {len(records)} videos exists under "
+                                        f"{root} (build_info.videos), e.g. {shown}")
+            return kept
+        log.warning("datasets.%s %s: %d of %d videos do not exist (e.g. %s); evaluation reports them and leaves "
+                    "them out of the metrics", self.name, split, len(missing), len(records), shown)
+        return records
 
     def load_split(self, split: str) -> list[dict]:
         """The split's records; a missing file is named with the key that sets it."""
