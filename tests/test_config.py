@@ -199,8 +199,8 @@ def test_own_model_mistakes_are_explained():
 
     project = {"model": {"arch": "blip2_opt", "model_type": "tiny"}, "datasets": {"synthetic_caption": {}},
                "run": {"task": "captioning", "output_dir": "x"}}
-    with pytest.raises(ConfigError, match=r"cannot import module 'my_pkg.my_model'.*add that folder to PYTHONPATH"):
-        build_config(OmegaConf.create({**project, "imports": ["my_pkg.my_model"]}))
+    with pytest.raises(ConfigError, match=r"cannot import module 'nowhere_pkg.my_model'.*add that folder to PYTHONPATH"):
+        build_config(OmegaConf.create({**project, "imports": ["nowhere_pkg.my_model"]}))
 
     @registry.register_model("cardless_for_test")
     class Cardless(BaseModel):
@@ -216,3 +216,20 @@ def test_own_model_mistakes_are_explained():
         assert _count(model.parameters()) == 0  # uninitialised until the first forward, not an error
     finally:
         registry.unregister("model", "cardless_for_test")
+
+
+def test_processor_frame_size_follows_the_model_unless_the_project_sets_it():
+    """custom_caption's card says 224 px, the tiny BLIP-2 takes 32: the processors follow the model (as timm's
+    pretrained cfg); a size the project sets that the model cannot take is refused, naming both keys."""
+    base = {"model": {"arch": "blip2_opt", "model_type": "tiny"},
+            "datasets": {"custom_caption": {"build_info": {"annotations": {"train": "a.csv"}, "videos": "v"}}},
+            "run": {"task": "captioning", "output_dir": "x"}}
+    cfg = build_config(OmegaConf.create(base))
+    assert cfg.datasets.custom_caption.vis_processor.train.image_size == 32
+    assert cfg.datasets.custom_caption.vis_processor.eval.image_size == 32
+    base["datasets"]["custom_caption"]["vis_processor"] = {"train": {"image_size": 224}}
+    with pytest.raises(ConfigError, match=r"datasets.custom_caption.vis_processor.train.image_size: 224, but the "
+                                          r"model takes 32 px frames \(model.blip2_config.vision_config.image_size\)"):
+        build_config(OmegaConf.create(base))
+    cfg = build_config("projects/clipcap_coco_transformer.yaml")  # RN50x4: 288 px
+    assert cfg.datasets.coco_caption.vis_processor.eval.image_size == 288

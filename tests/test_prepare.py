@@ -146,9 +146,9 @@ def test_coco_karpathy_images_as_one_frame_videos(tmp_path):
     assert summary["splits"]["caption_train"]["videos"] == 2  # restval joins train
     ann = {s: str(tmp_path / "coco" / "annotations" / f"caption_{s}.json") for s in ("train", "test")}
     ds = _builder("coco_caption", ann, tmp_path / "coco" / "videos",
-                  vis_processor={"eval": {"image_size": 16}}).build_datasets()
-    item = ds["test"][0]
-    assert item["video"].shape == (1, 3, 16, 16) and item["video_id"] == "103"
+                  vis_processor={"eval": {"num_frames": 1}}).build_datasets()
+    item = ds["test"][0]  # the frame size follows the model's (the tiny CLIP4Clip's 32 px)
+    assert item["video"].shape == (1, 3, 32, 32) and item["video_id"] == "103"
 
 
 def test_lavis_files_as_they_are_and_custom_csv(tmp_path):

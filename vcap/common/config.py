@@ -354,6 +354,9 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
             except (KeyError, ConfigError) as e:
                 problems.extend(e.problems if isinstance(e, ConfigError) else [f"datasets.{name}: {e.args[0]}"])
 
+    if "model" in merged and not problems:
+        problems.extend(_fit_image_sizes(merged, user))
+
     # run: typed schema
     merged.run = user.get("run") or {}
     try:
@@ -381,6 +384,55 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
     if problems:
         raise ConfigError(problems, source)
     return merged
+
+
+def model_image_size(model: DictConfig) -> tuple[int | None, str]:
+    """(the frame size the model's vision tower takes, the key that says so), or (None, "") when only its weights
+    know (a hub id). Read from the vision config in the model section (transformers' default 224 when it names
+    none), a CLIP ResNet's spec, or the config.json of a pretrained directory, as timm's pretrained cfg."""
+    import json
+
+    for key in ("blip2_config", "clip_config", "xclip_config"):
+        section = model.get(key)
+        if section is not None:
+            vision = section.get("vision_config") or {}
+            return int(vision.get("image_size", 224)), f"model.{key}.vision_config.image_size"
+    resnet = model.get("clip_resnet")
+    if resnet is not None:
+        from vcap.models.clip_resnet import OPENAI_RESNETS
+
+        size = OPENAI_RESNETS.get(resnet, {}).get("image_size") if isinstance(resnet, str) else resnet.get("image_size")
+        return (int(size), "model.clip_resnet") if size else (None, "")
+    for key in ("pretrained", "clip_pretrained"):
+        spec = model.get(key)
+        path = Path(str(spec)) / "config.json" if spec else None
+        if path is not None and path.is_file():
+            cfg = json.loads(path.read_text())
+            size = (cfg.get("vision_config") or {}).get("image_size", cfg.get("image_size"))
+            if size:
+                return int(size), f"model.{key} ({path})"
+    return None, ""
+
+
+def _fit_image_sizes(merged: DictConfig, user: DictConfig) -> list[str]:
+    """Each dataset's processors take the model's frame size unless the project sets one; a size the project
+    sets that the model cannot take is an error naming both keys."""
+    size, source = model_image_size(merged.model)
+    if size is None:
+        return []
+    problems = []
+    for name, section in merged.datasets.items():
+        given = ((user.get("datasets") or {}).get(name) or {}).get("vis_processor") or {}
+        for split, proc in (section.get("vis_processor") or {}).items():
+            if proc is None or "image_size" not in proc:
+                continue
+            if "image_size" not in (given.get(split) or {}):
+                proc.image_size = size  # as timm's pretrained cfg: the model's input size unless overridden
+            elif proc.image_size != size:
+                problems.append(f"datasets.{name}.vis_processor.{split}.image_size: {proc.image_size}, but the model "
+                                f"takes {size} px frames ({source}); set it to {size} or leave it out to follow "
+                                f"the model")
+    return problems
 
 
 def _has_train_split(section: DictConfig, splits: list) -> bool:
