@@ -395,8 +395,9 @@ def model_image_size(model: DictConfig) -> tuple[int | None, str]:
     for key in ("blip2_config", "clip_config", "xclip_config"):
         section = model.get(key)
         if section is not None:
-            vision = section.get("vision_config") or {}
-            return int(vision.get("image_size", 224)), f"model.{key}.vision_config.image_size"
+            if "vision_config" in section:  # a BLIP-2 / CLIP / X-CLIP config
+                return int((section.vision_config or {}).get("image_size", 224)), f"model.{key}.vision_config.image_size"
+            return int(section.get("image_size", 224)), f"model.{key}.image_size"  # a vision config (CLIPCap)
     resnet = model.get("clip_resnet")
     if resnet is not None:
         from vcap.models.clip_resnet import OPENAI_RESNETS

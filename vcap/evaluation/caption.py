@@ -48,6 +48,28 @@ def python_tokenize(text: str) -> str:
                     all(not ch.isalnum() for ch in t))
 
 
+@contextlib.contextmanager
+def _java_stderr_captured():
+    """What the Java tools write to the process's stderr (fd 2) is kept out of the console; it is shown only
+    if the block fails."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except Exception as e:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            raise RuntimeError(f"{type(e).__name__}: {e}; the Java tool said: "
+                               f"{sink.read().decode(errors='replace')[-2000:]}") from e
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def caption_scores(refs: dict, preds: dict, spice: bool = True, java: bool = True) -> dict:
     """Standard caption metrics of ``preds`` (id -> caption) against ``refs`` (id -> list of captions).
 
@@ -69,8 +91,9 @@ def caption_scores(refs: dict, preds: dict, spice: bool = True, java: bool = Tru
     _require_java()
     ids = list(refs)
     tok = PTBTokenizer()
-    gts = tok.tokenize({i: [{"caption": c} for c in refs[i]] for i in ids})
-    res = tok.tokenize({i: [{"caption": preds[i]}] for i in ids})
+    with _java_stderr_captured():  # the tokenizer's "PTBTokenizer tokenized N tokens at ..." lines
+        gts = tok.tokenize({i: [{"caption": c} for c in refs[i]] for i in ids})
+        res = tok.tokenize({i: [{"caption": preds[i]}] for i in ids})
     out: dict = {}
     with contextlib.redirect_stdout(io.StringIO()):  # Bleu prints its n-gram counts
         bleu, _ = Bleu(4).compute_score(gts, res)

@@ -9,6 +9,7 @@ import math
 import os
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -129,6 +130,17 @@ class BadSamples:
             raise error
 
 
+def config_summary(cfg) -> str:
+    """One line for the console: model, datasets, schedule and where the run writes."""
+    r, m = cfg.run, cfg.model
+    length = f"{r.max_iters} iterations" if r.get("max_iters") else f"{r.max_epoch} epochs"
+    if r.get("train_dataset_ratios"):
+        length += f" (inner epochs of {r.iters_per_inner_epoch}, ratios {dict(r.train_dataset_ratios)})"
+    return (f"{r.task}: {m.arch}/{m.get('model_type', '')} on {', '.join(cfg.datasets)}; {length}, batch "
+            f"{r.batch_size_train} per rank, lr {r.init_lr}, {r.num_workers} workers; monitor {r.monitor}; "
+            f"output {r.output_dir}")
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -185,8 +197,8 @@ class RunnerBase:
         if dist.is_main_process():
             self.output_dir.mkdir(parents=True, exist_ok=True)
             text = OmegaConf.to_yaml(self.cfg, resolve=True)
-            log.info("config:\n%s", text)
             (self.output_dir / "config.yaml").write_text(text)
+            log.info("%s (the whole config: %s)", config_summary(self.cfg), self.output_dir / "config.yaml")
 
     def split_datasets(self, split: str) -> dict:
         return {name: splits[split] for name, splits in self.datasets.items() if split in splits}
@@ -332,7 +344,10 @@ class RunnerBase:
                 next(it)
         if rng is not None and skip > 0:  # saved mid-epoch: after the loader drew its seed
             set_rng_state(rng[dist.get_rank()])
-        bar = tqdm(total=usable, initial=skip, desc=f"epoch {epoch}", disable=not dist.is_main_process(), leave=False)
+        # a progress bar on a terminal; into a log file (stderr not a terminal) a line every run.log_freq steps
+        # instead of tqdm's carriage-return stream
+        bar = tqdm(total=usable, initial=skip, desc=f"epoch {epoch}", leave=False,
+                   disable=not dist.is_main_process() or not sys.stderr.isatty())
         t0, first_step = time.time(), self.step
         trace = self.trace_file(epoch, append=skip > 0)
         window = None  # (summed loss, non-finite micro-batches) of the accumulation window, on the device
@@ -419,6 +434,9 @@ class RunnerBase:
                             if k != "loss" and torch.is_tensor(v) and v.dim() == 0})
             self.writer.write(self.step, scalars, prefix="train/")
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scalars['lr']:.2e}")
+            if bar.disable and dist.is_main_process():
+                log.info("epoch %d step %d (batch %d of %d): loss %.4f, lr %.2e, %.3f s/step", epoch, self.step, i + 1,
+                         bar.total, loss, scalars["lr"], scalars["sec_per_step"])
 
     # -- resumable training state ----------------------------------------------------------------
     def save_training_state(self, epoch: int, batch: int) -> None:
