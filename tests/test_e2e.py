@@ -110,6 +110,11 @@ def test_torchrun_train_then_evaluate_from_checkpoint(project, ds, monitor, keys
         assert len(re.findall(r"^  [123]\. -?\d\.\d{4}  \w+\.mp4$", first, re.M)) == 6
         again = run(cmd, tmp_path).stdout
         assert f"{n_videos} videos (0 embedded now" in again and again.split("\n")[1:] == first.split("\n")[1:]
+        # the checkpoint alone (its directory) carries the model config, tokenizer and processor
+        alone = run([sys.executable, "-m", "vcap.cli", "retrieve", "--model", str(out / "checkpoints"), "--videos",
+                     str(videos), "-k", "3", "--query", "a red circle moves left", "a blue square", "--cache",
+                     str(tmp_path / "cache2")], tmp_path).stdout
+        assert alone.split("\n")[1:] == first.split("\n")[1:]
         return
     # vcap caption: the same captions as the evaluation for the same videos (greedy, same processor)
     videos = next((tmp_path / "data" / "synthetic").glob("*/videos"))
@@ -125,11 +130,18 @@ def test_torchrun_train_then_evaluate_from_checkpoint(project, ds, monitor, keys
     listed = json.loads(p.stdout)
     assert p.returncode == 1 and [x.get("caption") for x in listed[:3]] == [r["prediction"] for r in rows]
     assert listed[3] == {"video": str(tmp_path / "missing.mp4"), "error": "file does not exist"}
+    # the checkpoint alone, without the project file: the same captions
+    p = run([sys.executable, "-m", "vcap.cli", "caption", "--model", str(ckpt), "--json", "--video",
+             *[str(videos / f"{r['video_id']}.mp4") for r in rows]], tmp_path)
+    assert [x["caption"] for x in json.loads(p.stdout)] == [r["prediction"] for r in rows]
     # and in Python, as LAVIS users do: the checkpoint's model with its processors gives the same captions
     import torch
 
     from vcap import load_model_and_preprocess
 
+    alone, vis_alone, _ = load_model_and_preprocess(checkpoint=str(ckpt))  # as from_pretrained: no name needed
+    clip = vis_alone["eval"](vis_alone["eval"].load(videos / f"{rows[0]['video_id']}.mp4")[0])
+    assert alone.generate({"video": clip[None]}, num_beams=1, max_new_tokens=16) == [rows[0]["prediction"]]
     model, vis, txt = load_model_and_preprocess("blip2_opt", "tiny", checkpoint=str(ckpt))
     clips = torch.stack([vis["eval"](vis["eval"].load(videos / f"{r['video_id']}.mp4")[0]) for r in rows])
     assert model.generate({"video": clips}, num_beams=1, max_new_tokens=16) == [r["prediction"] for r in rows]

@@ -291,6 +291,45 @@ def _signature(cfg, vis_section) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _inference_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--model", help="a vcap checkpoint (best.safetensors) or a run's checkpoints/ directory: it "
+                                   "stores its model config, tokenizer and evaluation processor")
+    p.add_argument("--cfg-path", help="or a project YAML (with --options model.checkpoint=...)")
+    p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE", help="override values of the project")
+    return p
+
+
+def _inference_setup(prog: str, args, needs: str, what: str):
+    """(model in eval mode, frame processor, decoding defaults, what cached embeddings depend on) from
+    ``--model`` (a checkpoint alone) or ``--cfg-path`` (a project)."""
+    import hashlib
+    import json
+
+    if bool(args.model) == bool(args.cfg_path):
+        print(f"{prog}: give --model <checkpoint> or --cfg-path <project> (one of them)", file=sys.stderr)
+        raise SystemExit(2)
+    if args.model:
+        from vcap.models.load import checkpoint_file, load_from_checkpoint
+
+        try:
+            model, vis, _, stored = load_from_checkpoint(args.model)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        if not hasattr(model, needs):
+            print(f"{prog}: {stored['model']['arch']} is not a {what}", file=sys.stderr)
+            raise SystemExit(2)
+        path = checkpoint_file(args.model)
+        key = json.dumps(stored, sort_keys=True) + f"{path.resolve()}:{path.stat().st_mtime_ns}"
+        return model, vis["eval"], stored["generation"], hashlib.sha256(key.encode()).hexdigest()[:16]
+    cfg = _load(args)
+    model, processor = _inference_model(prog, cfg, needs, what)
+    r = run_config(cfg)
+    gen = {"num_beams": r.num_beams, "max_new_tokens": r.max_new_tokens, "min_new_tokens": r.min_new_tokens}
+    return model, processor, gen, _signature(cfg, next(iter(cfg.datasets.values())).vis_processor.eval)
+
+
 def _inference_model(prog: str, cfg, needs: str, what: str):
     """(model in eval mode, the first dataset's evaluation frame processor) for a one-off command."""
     from vcap.common.registry import registry
@@ -310,16 +349,15 @@ def retrieve_main(argv=None) -> list[dict]:
     from vcap.datasets.prepare.common import VIDEO_EXTENSIONS
     from vcap.datasets.video import IMAGE_EXTENSIONS, VideoDecodeError
 
-    p = _parser("vcap retrieve", "Text-to-video search over a folder with a retrieval model, e.g. "
-                "--options model.checkpoint=output/run/checkpoints/best.safetensors")
+    p = _inference_parser("vcap retrieve", "Text-to-video search over a folder with a retrieval model: "
+                          "--model output/run/checkpoints/best.safetensors (or --cfg-path P --options model.checkpoint=...)")
     p.add_argument("--videos", required=True, help="folder of videos (searched recursively)")
     p.add_argument("--query", required=True, nargs="+", help="one or more text queries")
     p.add_argument("-k", type=int, default=5, help="videos per query")
     p.add_argument("--cache", help="where video embeddings are kept (default: <videos>/.vcap_cache)")
     p.add_argument("--batch-size", type=int, default=16)
     args = p.parse_args(argv)
-    cfg = _load(args)
-    model, processor = _inference_model("vcap retrieve", cfg, "similarity", "retrieval model")
+    model, processor, _, key = _inference_setup("vcap retrieve", args, "similarity", "retrieval model")
 
     root = Path(args.videos)
     files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
@@ -327,7 +365,6 @@ def retrieve_main(argv=None) -> list[dict]:
     if not files:
         print(f"vcap retrieve: no videos under {root}", file=sys.stderr)
         raise SystemExit(2)
-    key = _signature(cfg, next(iter(cfg.datasets.values())).vis_processor.eval)
     cache = Path(args.cache or root / ".vcap_cache") / f"{key}.pt"
     known = torch.load(cache, weights_only=True) if cache.is_file() else {}
     rows, todo = {}, []
@@ -420,16 +457,16 @@ def caption_main(argv=None) -> list[dict]:
 
     from vcap.datasets.video import VideoDecodeError
 
-    p = _parser("vcap caption", "Caption video files, e.g. --options model.checkpoint=output/run/checkpoints/best.safetensors")
+    p = _inference_parser("vcap caption", "Caption video (or image) files with a trained captioner: --model "
+                          "output/run/checkpoints/best.safetensors (or --cfg-path P --options model.checkpoint=...). "
+                          "Frames are sampled as the model's evaluation processor samples them: the shorter side "
+                          "resized to its image_size, then the centre square cropped.")
     p.add_argument("--video", required=True, nargs="+", help="video (or image) files")
     p.add_argument("--num-beams", type=int, help="default: run.num_beams of the project")
     p.add_argument("--json", action="store_true", help="print one JSON list of {video, caption} or {video, error}")
     args = p.parse_args(argv)
-    cfg = _load(args)
-    model, processor = _inference_model("vcap caption", cfg, "generate", "captioner")
-    r = run_config(cfg)
-    gen = {"num_beams": args.num_beams or r.num_beams, "max_new_tokens": r.max_new_tokens,
-           "min_new_tokens": r.min_new_tokens}
+    model, processor, gen, _ = _inference_setup("vcap caption", args, "generate", "captioner")
+    gen = {**gen, "num_beams": args.num_beams or gen["num_beams"]}
     out = []
     for path in args.video:
         try:

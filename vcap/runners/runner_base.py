@@ -535,9 +535,19 @@ class RunnerBase:
         dist.barrier()
 
     def checkpoint_meta(self) -> dict:
-        """Strings stored beside the weights: what the model is, the step, and the model's own metadata."""
+        """Strings stored beside the weights: what the model is, the step, the model's own metadata, and
+        ``vcap_config``: what rebuilds it without the project (the merged model section, the evaluation
+        processors of the first dataset, the task and its decoding), as a transformers directory does."""
+        first = next(iter(self.cfg.datasets.values()))
+        model = {k: v for k, v in OmegaConf.to_container(self.cfg.model, resolve=True).items() if k != "checkpoint"}
+        r = self.run
+        config = {"model": model, "task": r.task,
+                  "vis_processor": OmegaConf.to_container(first.vis_processor.eval, resolve=True),
+                  "text_processor": OmegaConf.to_container(first.text_processor.eval, resolve=True),
+                  "generation": {"num_beams": r.num_beams, "max_new_tokens": r.max_new_tokens,
+                                 "min_new_tokens": r.min_new_tokens}}
         return {"arch": self.cfg.model.arch, "model_type": self.cfg.model.model_type, "step": str(self.step),
-                **self.model.checkpoint_metadata()}
+                **self.model.checkpoint_metadata(), "vcap_config": json.dumps(config)}
 
     def write_metrics(self, metrics: dict) -> None:
         if dist.is_main_process():

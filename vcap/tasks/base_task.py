@@ -54,7 +54,10 @@ class BaseTask:
             else:
                 texts = [c for splits in datasets.values() if "train" in splits for c in splits["train"].captions()]
                 if not texts:
-                    raise ValueError(f"model.tokenizer is {kind!r} but no dataset has a train split to learn it from")
+                    raise ValueError(f"model.tokenizer is {kind!r}, learned from the training captions, but no dataset "
+                                     f"has a train split and no model.checkpoint (which stores it) is given: pass "
+                                     f"model.checkpoint=<run>/checkpoints/best.safetensors, or use the checkpoint "
+                                     f"alone (vcap caption --model <checkpoint>)")
                 texts += [cfg.model.get("prompt") or ""]
                 tok = cls.train(texts, cfg.model.spm_vocab_size, cfg.model.get("spm_model_type", "unigram")) \
                     if kind == "spm" else cls.train(texts)
