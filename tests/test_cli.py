@@ -41,3 +41,44 @@ def test_converter_names_are_the_converters():
     from vcap.datasets.prepare import CONVERTERS
 
     assert sorted(CONVERTER_NAMES) == sorted(CONVERTERS)
+
+
+def test_list_shows_model_types_and_a_projects_own_models(tmp_path):
+    p = vcap("list", "models")
+    assert p.returncode == 0
+    assert "  blip2_t5 / flant5xl: BLIP-2 Flan-T5-XL video captioner as seed 003" in p.stdout
+    assert "  clipcap / coco_transformer: CLIPCap's released transformer model" in p.stdout
+    (tmp_path / "mine_for_list.py").write_text(
+        "from vcap.common.registry import registry\n"
+        "from vcap.models.base_model import BaseModel\n"
+        "@registry.register_model('my_listed_model')\n"
+        "class Mine(BaseModel):\n    pass\n")
+    (tmp_path / "p.yaml").write_text("imports: [mine_for_list]\nmodel: {arch: my_listed_model}\n"
+                                     "datasets: {synthetic_caption: {}}\nrun: {task: captioning, output_dir: x}\n")
+    p = subprocess.run([sys.executable, "-m", "vcap.cli", "list", "models", "--cfg-path", str(tmp_path / "p.yaml")],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{REPO}"})
+    assert "  my_listed_model  (no cards" in p.stdout, p.stderr
+
+
+def test_check_counts_annotations_and_missing_videos_without_training(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "a.mp4").write_bytes(b"x")  # check looks for files, it does not decode
+    (tmp_path / "ann.csv").write_text("video,caption\na.mp4,a cat\nb.mp4,a dog\n")
+    project = tmp_path / "p.yaml"
+    project.write_text(
+        "model: {arch: blip2_opt, model_type: tiny}\n"
+        f"datasets: {{custom_caption: {{build_info: {{annotations: {{train: {tmp_path / 'ann.csv'}, val: null, "
+        f"test: {tmp_path / 'nowhere.csv'}}}, videos: {videos}}}}}}}\n"
+        "run: {task: captioning, output_dir: x}\n")
+    p = vcap("check", "--cfg-path", str(project))
+    assert p.returncode == 2
+    assert "custom_caption train: 2 videos, 2 captions, 1 missing under" in p.stdout and "b.mp4" in p.stdout
+    assert "custom_caption test:" in p.stdout and "DOES NOT EXIST" in p.stdout and "2 problem(s)" in p.stdout
+    (videos / "b.mp4").write_bytes(b"x")
+    p = vcap("check", "--cfg-path", str(project), "--options", "datasets.custom_caption.build_info.annotations.test=null")
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok")
+    bad = vcap("check", "--cfg-path", str(project), "--options",
+               "datasets.custom_caption.vis_processor.eval.image_size=224")
+    assert bad.returncode == 2 and "image_size: 224, but the model takes 32 px" in bad.stderr

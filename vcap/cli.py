@@ -206,16 +206,88 @@ def evaluate_main(argv=None) -> dict:
     return metrics
 
 
+def _card_line(path: Path) -> str:
+    """The first sentence of a card's leading comment."""
+    text = " ".join(line.lstrip("# ").strip() for line in path.read_text().splitlines()
+                    if line.startswith("#")).strip()
+    end = text.find(". ")
+    return (text[:end + 1] if end > 0 else text)[:140]
+
+
 def list_main(argv=None) -> None:
     from vcap.common.registry import KINDS, registry
 
     plural = {k: {"lr_scheduler": "lr_schedulers"}.get(k, k + "s") for k in KINDS}
-    p = argparse.ArgumentParser(prog="vcap list", description="List registered names.")
+    p = argparse.ArgumentParser(prog="vcap list", description="List registered names: models with their model "
+                                "types (LAVIS's model zoo), datasets, processors, tasks, runners, schedulers.")
     p.add_argument("kind", nargs="?", choices=list(plural.values()), help="one kind; all when omitted")
+    p.add_argument("--cfg-path", help="a project: the modules its imports register are listed too")
     args = p.parse_args(argv)
+    if args.cfg_path:
+        from vcap.common.config import import_user_modules, load_yaml
+
+        import_user_modules(load_yaml(args.cfg_path).get("imports"))
+    from vcap.common.config import _card_path
+
     for kind, name in plural.items():
-        if args.kind in (None, name):
+        if args.kind not in (None, name):
+            continue
+        if kind != "model":
             print(f"{name}: {', '.join(registry.list(kind)) or '(none)'}")
+            continue
+        print("models (arch / model_type: what the card is):")
+        for arch in registry.list("model"):
+            cls = registry.get_model_class(arch)
+            cards = getattr(cls, "PRETRAINED_MODEL_CONFIG_DICT", {})
+            if not cards:
+                print(f"  {arch}  (no cards: the model section gives its constructor's arguments)")
+            for model_type, rel in cards.items():
+                print(f"  {arch} / {model_type}: {_card_line(_card_path(cls, rel))}")
+
+
+def check_main(argv=None) -> int:
+    """Everything that can be checked without training: config, annotation files, videos, frame sizes."""
+    p = _parser(_prog("check", "check"), "Check a project without training: the config schema, every "
+                "annotation file and every video it names, the processors' frame size against the model's. "
+                "Exit status 0 when all is well, 2 otherwise.")
+    args = p.parse_args(argv)
+    cfg = _load(args)  # the schema and the frame sizes; exits 2 naming every problem
+    from vcap.common.registry import registry
+
+    problems = 0
+    for name, section in cfg.datasets.items():
+        builder = registry.get_builder_class(name)(section, name)
+        generated = type(builder).prepare is not registry.get_builder_class("custom_caption").prepare
+        for split in builder.splits():
+            if split == "train" and section.get("train_storage", "files") == "webdataset":
+                shards = Path(str(section.get("train_shards")))
+                ok = shards.exists()
+                problems += not ok
+                print(f"{name} {split}: shards {shards} {'found' if ok else 'DO NOT EXIST'}")
+                continue
+            path = builder.annotation_path(split)
+            if not path.is_file():
+                if generated:
+                    print(f"{name} {split}: generated on the first run ({path})")
+                    continue
+                problems += 1
+                print(f"{name} {split}: {path} DOES NOT EXIST (datasets.{name}.build_info.annotations.{split})")
+                continue
+            try:
+                records = builder.load_split(split)
+            except (ValueError, FileNotFoundError) as e:
+                problems += 1
+                print(f"{name} {split}: {e}")
+                continue
+            root = builder.video_root()
+            missing = [r["video"] for r in records if not (root / r["video"]).is_file()]
+            problems += bool(missing)
+            print(f"{name} {split}: {len(records)} videos, {sum(len(r['captions']) for r in records)} captions, "
+                  f"{len(missing)} missing under {root}" + (f": {', '.join(missing[:5])}" if missing else ""))
+    print("ok" if not problems else f"{problems} problem(s)")
+    if problems:
+        raise SystemExit(2)
+    return 0
 
 
 CONVERTER_NAMES = ("coco", "lavis", "msrvtt", "msvd", "vatex", "webvid")  # vcap.datasets.prepare.CONVERTERS
@@ -524,6 +596,7 @@ COMMANDS = {  # name: (function, one line)
     "shard": ("shard_main", "write a dataset split as WebDataset tar shards"),
     "extract-features": ("extract_features_main", "cache a frozen encoder's features for training without video"),
     "list": ("list_main", "list the registered models, datasets, processors, tasks and runners"),
+    "check": ("check_main", "check a project without training: config, annotation files, videos, frame sizes"),
 }
 
 
