@@ -1,4 +1,4 @@
-"""Wall time of `vcap --help`, `vcap prepare --help`, `vcap train --help` and `vcap list` (best of N runs)."""
+"""Wall time of `vcap --help`, `vcap prepare --help`, `vcap train --help` and `vcap list` (best of N runs; none imports torch)."""
 from __future__ import annotations
 
 import json

@@ -82,3 +82,18 @@ def test_check_counts_annotations_and_missing_videos_without_training(tmp_path):
     bad = vcap("check", "--cfg-path", str(project), "--options",
                "datasets.custom_caption.vis_processor.eval.image_size=224")
     assert bad.returncode == 2 and "image_size: 224, but the model takes 32 px" in bad.stderr
+
+
+def test_vcap_list_reads_the_source_and_agrees_with_the_live_registry():
+    """vcap list reads vcap's registrations from its source (no torch: 0.25 s); they are the live registry's."""
+    from vcap.cli import static_registry
+    from vcap.common.registry import KINDS, registry
+
+    static = static_registry()
+    for kind in KINDS:
+        assert sorted(static.get(kind, {})) == registry.list(kind), kind
+    for name, (_, _, cards) in static["model"].items():
+        assert (cards or {}) == getattr(registry.get_model_class(name), "PRETRAINED_MODEL_CONFIG_DICT", {}), name
+    code = "import sys, vcap.cli\nvcap.cli.main(['list'])\nprint('torch' in sys.modules)"
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.stdout.strip().splitlines()[-1] == "False", p.stderr

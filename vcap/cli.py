@@ -214,8 +214,35 @@ def _card_line(path: Path) -> str:
     return (text[:end + 1] if end > 0 else text)[:140]
 
 
+def static_registry() -> dict:
+    """vcap's own registrations read from its source with ``ast``, without importing torch or transformers:
+    ``{kind: {name: (module file, class name, model cards or None)}}``. ``vcap list`` uses it; a test checks it
+    against the live registry."""
+    import ast
+
+    root = Path(__file__).resolve().parent
+    out: dict = {}
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            cards = None
+            for stmt in node.body:
+                if isinstance(stmt, ast.Assign) and any(getattr(t, "id", "") == "PRETRAINED_MODEL_CONFIG_DICT"
+                                                        for t in stmt.targets):
+                    cards = ast.literal_eval(stmt.value)
+            for dec in node.decorator_list:
+                if (isinstance(dec, ast.Call) and isinstance(dec.func, ast.Attribute)
+                        and dec.func.attr.startswith("register_") and dec.args
+                        and isinstance(dec.args[0], ast.Constant)):
+                    kind = dec.func.attr[len("register_"):]
+                    out.setdefault(kind, {})[dec.args[0].value] = (path, node.name, cards)
+    return out
+
+
 def list_main(argv=None) -> None:
-    from vcap.common.registry import KINDS, registry
+    from vcap.common.registry import KINDS
 
     plural = {k: {"lr_scheduler": "lr_schedulers"}.get(k, k + "s") for k in KINDS}
     p = argparse.ArgumentParser(prog="vcap list", description="List registered names: models with their model "
@@ -223,26 +250,36 @@ def list_main(argv=None) -> None:
     p.add_argument("kind", nargs="?", choices=list(plural.values()), help="one kind; all when omitted")
     p.add_argument("--cfg-path", help="a project: the modules its imports register are listed too")
     args = p.parse_args(argv)
-    if args.cfg_path:
+    package = Path(__file__).resolve().parent
+    table = {kind: {name: {t: package / rel for t, rel in (cards or {}).items()}
+                    for name, (_, _, cards) in entries.items()} for kind, entries in static_registry().items()}
+    own = {}
+    if args.cfg_path:  # a project's own modules are imported (and with them torch): their classes are listed too
         from vcap.common.config import import_user_modules, load_yaml
+        from vcap.common.registry import registry
 
         import_user_modules(load_yaml(args.cfg_path).get("imports"))
-    from vcap.common.config import _card_path
+        for kind in KINDS:
+            for name, cls in registry._maps[kind].items():
+                if name not in table.get(kind, {}):
+                    from vcap.common.config import _card_path
 
+                    cards = getattr(cls, "PRETRAINED_MODEL_CONFIG_DICT", None) or {}
+                    own.setdefault(kind, {})[name] = {t: _card_path(cls, rel) for t, rel in cards.items()}
     for kind, name in plural.items():
         if args.kind not in (None, name):
             continue
+        names = {**table.get(kind, {}), **own.get(kind, {})}
         if kind != "model":
-            print(f"{name}: {', '.join(registry.list(kind)) or '(none)'}")
+            print(f"{name}: {', '.join(sorted(names)) or '(none)'}")
             continue
         print("models (arch / model_type: what the card is):")
-        for arch in registry.list("model"):
-            cls = registry.get_model_class(arch)
-            cards = getattr(cls, "PRETRAINED_MODEL_CONFIG_DICT", {})
+        for arch in sorted(names):
+            cards = names[arch]
             if not cards:
                 print(f"  {arch}  (no cards: the model section gives its constructor's arguments)")
-            for model_type, rel in cards.items():
-                print(f"  {arch} / {model_type}: {_card_line(_card_path(cls, rel))}")
+            for model_type, path in cards.items():
+                print(f"  {arch} / {model_type}: {_card_line(path)}")
 
 
 def check_main(argv=None) -> int:
