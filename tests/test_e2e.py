@@ -71,7 +71,8 @@ def options(ds, out, *extra):
 ])
 def test_torchrun_train_then_evaluate_from_checkpoint(project, ds, monitor, keys, tmp_path):
     out = tmp_path / "run"
-    run(torchrun("train.py", "--cfg-path", project, *options(ds, out)), tmp_path)
+    p = run(torchrun("train.py", "--cfg-path", project, *options(ds, out)), tmp_path)
+    assert "PTBTokenizer" not in p.stdout + p.stderr and "early_stopping" not in p.stdout + p.stderr
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["test"]) >= keys and set(metrics["val"]) >= keys
@@ -173,6 +174,11 @@ def test_single_process_train_and_bad_config_rejected_before_work(tmp_path):
              *options("synthetic_retrieval", out, "run.max_epoch=1", "run.valid_splits=[]", "run.accum_grad_iters=2")],
             tmp_path)
     assert re.search(r"^test\s+t2v_R1\s+\d", p.stdout, re.M)  # training ends with evaluate.py's table
+    console = p.stdout + p.stderr  # not a terminal: progress lines every run.log_freq steps, no tqdm stream
+    assert "\r" not in console
+    assert re.search(r"epoch 0 step 1 \(batch 2 of 14\): loss \d", console)  # 15 batches, 14 make whole steps
+    assert "retrieval: clip4clip/tiny on synthetic_retrieval; 1 epochs, batch 8 per rank" in console
+    assert "\n  arch: clip4clip" not in console  # the whole config is in config.yaml, not on the console
     metrics = json.loads((out / "metrics.json").read_text())
     assert "val" not in metrics and metrics["test"]["t2v_MnR"] >= 1
     batches = TINY_SPEC["num_train"] * TINY_SPEC["captions_per_video"] // 8
