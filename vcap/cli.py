@@ -258,7 +258,7 @@ def list_main(argv=None) -> None:
         from vcap.common.config import import_user_modules, load_yaml
         from vcap.common.registry import registry
 
-        import_user_modules(load_yaml(args.cfg_path).get("imports"))
+        import_user_modules(load_yaml(args.cfg_path).get("imports"), args.cfg_path)
         for kind in KINDS:
             for name, cls in registry._maps[kind].items():
                 if name not in table.get(kind, {}):

@@ -196,16 +196,24 @@ def load_yaml(path: str | os.PathLike) -> DictConfig:
     return cfg
 
 
-def import_user_modules(modules) -> None:
-    """Import the modules a project lists under ``imports`` so their registrations take effect."""
+def import_user_modules(modules, project: str | os.PathLike | None = None) -> None:
+    """Import the modules a project lists under ``imports`` so their registrations take effect. They are
+    looked for on sys.path, then in the current directory and the project file's folder (``train.py`` run
+    by its path, or the ``vcap`` command, does not put either on sys.path)."""
+    import sys
+
+    for folder in (os.getcwd(), *([str(Path(project).resolve().parent)] if project else [])):
+        if modules and folder not in sys.path:
+            sys.path.append(folder)
     for name in modules or []:
         try:
             importlib.import_module(name)
         except ImportError as e:
             hint = ""
             if isinstance(e, ModuleNotFoundError) and e.name and name.split(".")[0] == e.name.split(".")[0]:
-                hint = (f"; Python looks for it on sys.path: run from the folder that holds {name.split('.')[0]!r} "
-                        f"(the project root) or add that folder to PYTHONPATH (current directory: {os.getcwd()})")
+                hint = (f"; it is looked for on sys.path, in the current directory ({os.getcwd()}) and beside the "
+                        f"project file: run from the folder that holds {name.split('.')[0]!r} or add that folder to "
+                        f"PYTHONPATH")
             raise ConfigError([f"imports: cannot import module {name!r}: {e}{hint}"]) from e
 
 
@@ -311,7 +319,7 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
     user = OmegaConf.merge(project, parse_options(options))
     problems = [f"{k}: unknown top-level section{_closest(k, SECTIONS)}" for k in user if k not in SECTIONS]
 
-    import_user_modules(user.get("imports"))
+    import_user_modules(user.get("imports"), source)
     import vcap  # noqa: F401  (registers the built-in classes)
 
     merged = OmegaConf.create({"imports": list(user.get("imports") or [])})

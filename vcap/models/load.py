@@ -42,8 +42,11 @@ def load_from_checkpoint(path, device: str = "cpu", is_eval: bool = True):
     from vcap.common.registry import registry
     from vcap.processors import build_processor
 
+    from vcap.common.config import import_user_modules
+
     path = checkpoint_file(path)
     stored = checkpoint_config(path)
+    import_user_modules(stored.get("imports"))  # a user's model registers itself when its module is imported
     with tempfile.TemporaryDirectory() as out:  # a stored word tokenizer is written here, then loaded
         cfg = OmegaConf.create({"model": {**stored["model"], "checkpoint": str(path)}, "datasets": {},
                                 "run": {"task": stored["task"], "output_dir": out}})

@@ -541,7 +541,7 @@ class RunnerBase:
         first = next(iter(self.cfg.datasets.values()))
         model = {k: v for k, v in OmegaConf.to_container(self.cfg.model, resolve=True).items() if k != "checkpoint"}
         r = self.run
-        config = {"model": model, "task": r.task,
+        config = {"model": model, "task": r.task, "imports": list(self.cfg.get("imports") or []),
                   "vis_processor": OmegaConf.to_container(first.vis_processor.eval, resolve=True),
                   "text_processor": OmegaConf.to_container(first.text_processor.eval, resolve=True),
                   "generation": {"num_beams": r.num_beams, "max_new_tokens": r.max_new_tokens,
