@@ -91,6 +91,8 @@ def test_torchrun_train_then_evaluate_from_checkpoint(project, ds, monitor, keys
     page = out / "report" / "index.html"
     assert page.is_file()
     check_report_in_chromium(page, n_test)
+    again = run([sys.executable, "-m", "vcap.cli", "report", str(out), "--split", "test"], tmp_path).stdout
+    assert again.strip().endswith("report/index.html") and sorted((out / "report").glob("curve_*.png"))
 
     ckpt = out / "checkpoints" / "best.safetensors"
     assert ckpt.is_file() and (out / "checkpoints" / "last.safetensors").is_file()
