@@ -97,3 +97,31 @@ def test_vcap_list_reads_the_source_and_agrees_with_the_live_registry():
     code = "import sys, vcap.cli\nvcap.cli.main(['list'])\nprint('torch' in sys.modules)"
     p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert p.stdout.strip().splitlines()[-1] == "False", p.stderr
+
+
+def test_a_wrong_choice_is_refused_before_any_data_is_generated(tmp_path):
+    """Model and processor arguments are checked against their annotations (Literal choices, numbers) with
+    the run section's: one report, exit 2, before the synthetic videos are written."""
+    p = subprocess.run([sys.executable, "train.py", "--cfg-path", "projects/demo/caption_synthetic.yaml", "--options",
+                        "model.frame_fusion=concat", "datasets.synthetic_caption.vis_processor.train.sampling=random",
+                        "model.num_query_tokens=many"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "VCAP_DATA_ROOT": str(tmp_path / "data")})
+    assert p.returncode == 2 and p.stderr.startswith("vcap: invalid config: 3 problem(s)")
+    assert "model.frame_fusion: got 'concat', expected one of 'concat_tokens', 'concat_queries'" in p.stderr
+    assert "vis_processor.train.sampling: got 'random', expected one of 'uniform', 'rand', 'headtail', 'fps'" in p.stderr
+    assert "model.num_query_tokens: got 'many', expected int" in p.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_vcap_train_from_python_returns_the_metrics(tmp_path):
+    from conftest import TINY_SPEC
+
+    small = [f"datasets.synthetic_caption.build_info.{k}={v}" for k, v in TINY_SPEC.items()]
+    code = ("import json, vcap\n"
+            f"m = vcap.train('projects/demo/caption_synthetic.yaml', options={small + ['run.max_epoch=1', 'run.batch_size_train=8', 'run.output_dir=' + str(tmp_path / 'out')]!r})\n"
+            "print(json.dumps({'steps': m['steps'], 'cider': m['test']['CIDEr']}))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "VCAP_DATA_ROOT": str(tmp_path / "data")})
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = __import__("json").loads(p.stdout.strip().splitlines()[-1])
+    assert got["steps"] == TINY_SPEC["num_train"] * TINY_SPEC["captions_per_video"] // 8 and got["cider"] >= 0

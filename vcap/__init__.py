@@ -6,7 +6,7 @@ import the model code when first used.
 """
 from vcap.common.registry import registry
 
-__all__ = ["registry", "load_model", "load_model_and_preprocess"]
+__all__ = ["registry", "load_model", "load_model_and_preprocess", "train", "evaluate"]
 __version__ = "0.1.0"
 
 
@@ -15,4 +15,8 @@ def __getattr__(name: str):
         from vcap.models import load
 
         return getattr(load, name)
+    if name in ("train", "evaluate"):  # vcap.train(cfg_path, options=[...]) -> metrics
+        from vcap.runners import build
+
+        return getattr(build, name)
     raise AttributeError(f"module 'vcap' has no attribute {name!r}")

@@ -27,41 +27,15 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def _start(cfg):
-    """Process group, logging, threads and seeds; then task, datasets, model and runner."""
-    import contextlib
+    from vcap.runners.build import build_runner
 
-    import torch
-
-    from vcap.common import dist
-    from vcap.common.logger import setup_logging
-    from vcap.common.registry import registry
-    from vcap.runners.runner_base import configure_threads, set_seed
-
-    run = run_config(cfg)
-    device = dist.init_distributed(run.dist_backend, run.device)
-    setup_logging()
-    configure_threads(run.num_threads)
-    set_seed(run.seed)  # the same on every rank while the model is built: identical initial weights
-    Path(run.output_dir).mkdir(parents=True, exist_ok=True)
-    task = registry.get_task_class(run.task).setup_task(cfg)
-    datasets = task.build_datasets(cfg)
-    # run.fsdp training: only rank 0 materialises the model; the others build its shapes on the meta device
-    # and receive their shards of rank 0's weights when it is sharded (torchtune's way)
-    on_meta = (run.fsdp and not run.evaluate_only and dist.get_rank() > 0
-               and getattr(registry.get_model_class(cfg.model.arch), "META_INIT", False))
-    with torch.device("meta") if on_meta else contextlib.nullcontext():
-        model = task.build_model(cfg, datasets)
-    log.info("model %s/%s: %.2fM parameters (%.2fM trainable) on %s", cfg.model.arch, cfg.model.model_type,
-             _count(model.parameters()) / 1e6, _count(p for p in model.parameters() if p.requires_grad) / 1e6, device)
-    set_seed(run.seed + dist.get_rank())  # from here each rank draws its own dropout masks and samples
-    return registry.get_runner_class(run.runner)(cfg, task, model, datasets, device)
+    return build_runner(cfg)
 
 
 def _count(params) -> int:
-    """Parameters counted, those of lazy modules (nn.LazyLinear before its first forward) as 0."""
-    from torch.nn.parameter import UninitializedParameter
+    from vcap.runners.build import count_parameters
 
-    return sum(0 if isinstance(p, UninitializedParameter) else p.numel() for p in params)
+    return count_parameters(params)
 
 
 def _load(args) -> "DictConfig":  # noqa: F821
@@ -76,15 +50,10 @@ def train_main(argv=None) -> dict:
     args = _parser(_prog("train.py", "train"), "Train a vcap project (plain python or torchrun).").parse_args(argv)
     cfg = _load(args)
     from vcap.common import dist
+    from vcap.runners.build import run_training
 
-    runner = _start(cfg)
-    rank = dist.get_rank()
-    try:
-        # run.evaluate_only (LAVIS's run.evaluate) turns train.py into an evaluation of the test splits
-        metrics = runner.evaluate_only() if cfg.run.evaluate_only else runner.train()
-    finally:
-        runner.close()
-    if rank == 0:  # the same table evaluate.py prints
+    metrics = run_training(cfg)
+    if dist.get_rank() == 0:  # the same table evaluate.py prints
         print(format_table({k: v for k, v in metrics.items() if isinstance(v, dict)}))
     return metrics
 
@@ -190,18 +159,11 @@ def evaluate_main(argv=None) -> dict:
     if not args.cfg_path:
         p.error("give --cfg-path (evaluate a model) or --results and --gt (score a results file)")
     cfg = _load(args)
-    # never overwrite the training run's outputs
-    cfg.run.output_dir = str(Path(cfg.run.output_dir) / "evaluate")
-    cfg.run.evaluate_only = True
     from vcap.common import dist
+    from vcap.runners.build import run_evaluation
 
-    runner = _start(cfg)
-    rank = dist.get_rank()
-    try:
-        metrics = runner.evaluate_only()
-    finally:
-        runner.close()
-    if rank == 0:
+    metrics = run_evaluation(cfg)
+    if dist.get_rank() == 0:
         print(format_table(metrics))
     return metrics
 

@@ -11,6 +11,7 @@ import importlib
 import inspect
 import os
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +123,7 @@ def _type_name(tp) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin is typing.Union:
+    if origin is typing.Union or origin is types.UnionType:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return " or ".join(_type_name(a) for a in args) + " or null"
     return getattr(tp, "__name__", str(tp))
@@ -130,7 +131,7 @@ def _type_name(tp) -> str:
 
 def _check_type(value: Any, tp) -> bool:
     origin = typing.get_origin(tp)
-    if origin is typing.Union:
+    if origin is typing.Union or origin is types.UnionType:
         return any(_check_type(value, a) for a in typing.get_args(tp))
     if tp is type(None):
         return value is None
@@ -340,6 +341,8 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
                 if key not in valid:
                     problems.append(f"model.{key}: unknown key for {model.arch!r} (value {merged.model[key]!r})"
                                     f"{_closest(key, valid)}")
+            problems.extend(check_arguments(model_cls.__init__, OmegaConf.to_container(merged.model, resolve=True),
+                                            "model", skip=MODEL_RESERVED_KEYS))
             resolve = getattr(model_cls, "resolve_config", None)
             if resolve is not None and not problems:  # values the model decides from others (shown as resolved)
                 problems.extend(resolve(merged.model))
@@ -490,6 +493,25 @@ def absolute_paths(cfg: DictConfig | ListConfig, prefix: str = "") -> list[str]:
         elif isinstance(value, str) and _ABS.match(value):
             found.append(f"{path}={value!r}")
     return found
+
+
+def check_arguments(fn, values: dict, prefix: str, skip=()) -> list[str]:
+    """Problems of ``values`` against ``fn``'s annotated keyword parameters (``Literal`` choices, numbers,
+    strings, lists, mappings, unions of them): the same all-at-once report as the run section's."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001  (an annotation that does not evaluate: names are still checked)
+        return []
+    problems = []
+    for key, value in values.items():
+        if key in skip or key not in hints or key == "return":
+            continue
+        tp = hints[key]
+        checkable = {typing.get_origin(tp), tp} & {Literal, typing.Union, types.UnionType, bool, int, float, str,
+                                                    list, dict}
+        if checkable and not _check_type(value, tp):
+            problems.append(f"{prefix}.{key}: got {value!r}, expected {_type_name(tp)}")
+    return problems
 
 
 def signature_keys(fn) -> list[str]:

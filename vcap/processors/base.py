@@ -38,7 +38,12 @@ def check_processor_section(section, prefix: str) -> list[str]:
             close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             problems.append(f"{prefix}.{key}: unknown key for processor {section.name!r}{hint}")
-    return problems
+    from omegaconf import OmegaConf
+
+    from vcap.common.config import check_arguments
+
+    values = OmegaConf.to_container(section, resolve=True) if not isinstance(section, dict) else section
+    return problems + check_arguments(cls.__init__, values, prefix, skip=("name",))
 
 
 def build_processor(section):
