@@ -38,6 +38,13 @@ def _count(params) -> int:
     return count_parameters(params)
 
 
+def _launch_rank() -> int:
+    """This process's rank as torchrun set it (the process group is gone once a run has finished)."""
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
 def _load(args) -> "DictConfig":  # noqa: F821
     try:
         return build_config(args.cfg_path, args.options)
@@ -49,11 +56,10 @@ def _load(args) -> "DictConfig":  # noqa: F821
 def train_main(argv=None) -> dict:
     args = _parser(_prog("train.py", "train"), "Train a vcap project (plain python or torchrun).").parse_args(argv)
     cfg = _load(args)
-    from vcap.common import dist
     from vcap.runners.build import run_training
 
     metrics = run_training(cfg)
-    if dist.get_rank() == 0:  # the same table evaluate.py prints
+    if _launch_rank() == 0:  # the same table evaluate.py prints
         print(format_table({k: v for k, v in metrics.items() if isinstance(v, dict)}))
     return metrics
 
@@ -159,11 +165,10 @@ def evaluate_main(argv=None) -> dict:
     if not args.cfg_path:
         p.error("give --cfg-path (evaluate a model) or --results and --gt (score a results file)")
     cfg = _load(args)
-    from vcap.common import dist
     from vcap.runners.build import run_evaluation
 
     metrics = run_evaluation(cfg)
-    if dist.get_rank() == 0:
+    if _launch_rank() == 0:
         print(format_table(metrics))
     return metrics
 
