@@ -192,7 +192,7 @@ def test_own_model_mistakes_are_explained():
     parameters of lazy modules at start-up."""
     import torch
 
-    from vcap.cli import _count
+    from vcap.runners.build import count_parameters as _count
     from vcap.common.config import ConfigError, build_config
     from vcap.common.registry import registry
     from vcap.models.base_model import BaseModel

@@ -32,12 +32,6 @@ def _start(cfg):
     return build_runner(cfg)
 
 
-def _count(params) -> int:
-    from vcap.runners.build import count_parameters
-
-    return count_parameters(params)
-
-
 def _launch_rank() -> int:
     """This process's rank as torchrun set it (the process group is gone once a run has finished)."""
     import os
@@ -283,11 +277,10 @@ def check_main(argv=None) -> int:
                 problems += 1
                 print(f"{name} {split}: {e}")
                 continue
-            root = builder.video_root()
-            missing = [r["video"] for r in records if not (root / r["video"]).is_file()]
+            missing = [r["video"] for r in builder.missing_videos(records)]
             problems += bool(missing)
             print(f"{name} {split}: {len(records)} videos, {sum(len(r['captions']) for r in records)} captions, "
-                  f"{len(missing)} missing under {root}" + (f": {', '.join(missing[:5])}" if missing else ""))
+                  f"{len(missing)} missing under {builder.video_root()}" + (f": {', '.join(missing[:5])}" if missing else ""))
     print("ok" if not problems else f"{problems} problem(s)")
     if problems:
         raise SystemExit(2)

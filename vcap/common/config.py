@@ -447,10 +447,9 @@ def _fit_image_sizes(merged: DictConfig, user: DictConfig) -> list[str]:
     return problems
 
 
-def _has_train_split(section: DictConfig, splits: list) -> bool:
-    annotations = (section.get("build_info") or {}).get("annotations") or {}
-    streamed = section.get("train_storage", "files") == "webdataset" and section.get("train_shards")
-    return any(annotations.get(s) for s in splits) or bool(streamed and "train" in splits)
+def _has_train_split(name: str, section: DictConfig, splits: list) -> bool:
+    """Whether the dataset's builder has one of ``splits`` (the builder decides, as it will when the run builds it)."""
+    return bool(set(splits) & set(registry.get_builder_class(name)(section, name).splits()))
 
 
 def _check_mixing(run: dict, datasets: DictConfig) -> list[str]:
@@ -461,7 +460,7 @@ def _check_mixing(run: dict, datasets: DictConfig) -> list[str]:
         return ["run.iters_per_inner_epoch: set without run.train_dataset_ratios (an inner epoch is a stretch of "
                 "steps over datasets mixed by ratio)"] if iters is not None else []
     splits = run.get("train_splits", ["train"])
-    training = [n for n, d in datasets.items() if _has_train_split(d, splits)]
+    training = [n for n, d in datasets.items() if _has_train_split(n, d, splits)]
     problems = [] if ratios else ["run.train_dataset_ratios: empty; give each training dataset a weight"]
     for name, weight in ratios.items():
         if name not in datasets:

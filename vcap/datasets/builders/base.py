@@ -71,11 +71,16 @@ class BaseBuilder:
                                                    cache_decoded=cache, features=features)
         return out
 
+    def missing_videos(self, records: list[dict]) -> list[dict]:
+        """The records whose video file is not under the video root."""
+        root = self.video_root()
+        return [r for r in records if not (root / r["video"]).is_file()]
+
     def check_videos(self, split: str, records: list[dict]) -> list[dict]:
         """Videos that do not exist are found here, when the dataset is built, not an epoch later: left out of
         training; kept in evaluation, where they are reported and left out of the metrics."""
         root = self.video_root()
-        missing = [r for r in records if not (root / r["video"]).is_file()]
+        missing = self.missing_videos(records)
         if not missing:
             return records
         shown = ", ".join(str(root / r["video"]) for r in missing[:3])

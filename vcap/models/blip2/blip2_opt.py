@@ -209,7 +209,7 @@ class Blip2OPTVideo(Captioner):
 
             self._sourced_keys |= set(load_lavis_checkpoint(self, path)["loaded"])
         self.lavis_checkpoint = paths
-        self.end_token_id  # noqa: B018  (a tokenizer that cannot end captions as the conventions say fails here)
+        self._end_token_id = self._resolve_end_token()  # a tokenizer that cannot end captions as said fails here
         if grad_checkpointing:
             for name in ("vision_model", "language_model"):
                 getattr(self, name).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -292,6 +292,9 @@ class Blip2OPTVideo(Captioner):
     # -- the text around the queries --------------------------------------------------------------
     @property
     def end_token_id(self) -> int:
+        return self._end_token_id
+
+    def _resolve_end_token(self) -> int:
         """What ends a caption: "\\n" under LAVIS's conventions (``Blip2OPT.eos_token_id``), else the LM
         config's EOS (50118, "\\n", in transformers' blip2-opt-2.7b; the tokenizer's for a new LM)."""
         if self.conventions.newline_ends_opt_captions:

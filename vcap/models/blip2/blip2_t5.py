@@ -51,8 +51,7 @@ class Blip2T5Video(Blip2OPTVideo):
                 if hasattr(module, "act") and hasattr(module, "wo"):  # T5DenseActDense / T5DenseGatedActDense
                     module.act = ACT2FN[act]
 
-    @property
-    def end_token_id(self) -> int:
+    def _resolve_end_token(self) -> int:
         """T5's ``</s>`` under either convention (LAVIS's T5 captioner has no "\\n")."""
         eos = self.language_model.config.eos_token_id
         return self.tokenizer.eos_token_id if eos is None else eos
