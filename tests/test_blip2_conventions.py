@@ -82,7 +82,7 @@ def lavis_opt_loss(model, path, captions, prompt) -> float:
     """LAVIS 1.0.2's Blip2OPT.forward, line by line, on vcap's modules and the Hugging Face tokenizer: the
     caption processor's "<prompt> " + caption, then + "\\n"; padding and the prompt's own length masked."""
     tk = AutoTokenizer.from_pretrained(path)
-    queries = model.encode_video(video())
+    queries = model.encode_video({"video": video()})
     text = [(f"{prompt} " if prompt else "") + c + "\n" for c in captions]
     tokens = tk(text, return_tensors="pt", padding="longest", truncation=True, max_length=model.max_txt_len)
     targets = tokens.input_ids.masked_fill(tokens.input_ids == tk.pad_token_id, -100)

@@ -123,7 +123,7 @@ def test_released_transformer_model_loads_with_its_resnet_and_normalised_prefix(
     assert torch.equal(model.clip_project.prefix_const, sd["clip_project.prefix_const"])
     model.eval()
     video = torch.randn(2, 1, 3, 64, 64)
-    emb, _ = model.clip_embeddings({"video": video})
+    emb, _ = model.frame_features({"video": video})
     with torch.no_grad():
         raw = openai_tower[0](video[:, 0])
     assert torch.allclose(emb[:, 0], raw / raw.norm(dim=-1, keepdim=True), atol=1e-5)  # prefix / prefix.norm()

@@ -65,16 +65,16 @@ def test_concat_tokens_is_order_invariant_without_temporal_embedding(word_tokeni
             p.data.normal_(0, 0.3)
     temporal.temporal_embedding.data.normal_(0, 1)
     with torch.no_grad():
-        assert torch.allclose(plain.encode_video(s["video"]), plain.encode_video(rev["video"]), atol=1e-5)
-        diff = (temporal.encode_video(s["video"]) - temporal.encode_video(rev["video"])).abs().max()
+        assert torch.allclose(plain.encode_video(s), plain.encode_video(rev), atol=1e-5)
+        diff = (temporal.encode_video(s) - temporal.encode_video(rev)).abs().max()
     assert diff > 1e-3
 
 
 def test_concat_queries_hands_t_times_q_tokens_to_the_lm(word_tokenizer_path):
     model = build("blip2_opt", word_tokenizer_path, frame_fusion="concat_queries").eval()
     with torch.no_grad():
-        assert model.encode_video(samples(t=3)["video"]).shape == (2, 3 * 8, 64)
-        assert build("blip2_opt", word_tokenizer_path).eval().encode_video(samples(t=3)["video"]).shape == (2, 8, 64)
+        assert model.encode_video(samples(t=3)).shape == (2, 3 * 8, 64)
+        assert build("blip2_opt", word_tokenizer_path).eval().encode_video(samples(t=3)).shape == (2, 8, 64)
 
 
 @pytest.mark.parametrize("arch", ["blip2_opt", "blip2_t5", "xclip_lstm"])
@@ -182,18 +182,30 @@ def test_vit_cache_reuses_frozen_vit_outputs_by_clip_content(word_tokenizer_path
     model = build("blip2_opt", word_tokenizer_path, freeze_vit=True).eval()
     batch = samples()
     with torch.no_grad():
-        plain = model.encode_video(batch["video"])
+        plain = model.encode_video(batch)
         model.enable_vit_cache(10**9)
         calls = []
         model.vision_model.encoder.register_forward_pre_hook(lambda m, i: calls.append(None))
-        first = model.encode_video(batch["video"])
-        again = model.encode_video(batch["video"])
+        first = model.encode_video(batch)
+        again = model.encode_video(batch)
         other = batch["video"].clone()
         other[1, 0, 0, 0, 0] += 1  # one pixel of one clip: only that clip is encoded again
-        model.encode_video(other)
+        model.encode_video({"video": other})
     assert torch.allclose(first, plain, atol=1e-6) and torch.equal(first, again)
     assert len(calls) == 2 and model.vit_cache.stats()["clips"] == 3
     assert model.vit_cache.hits == 3 and model.vit_cache.misses == 3
     trainable_vit = build("blip2_opt", word_tokenizer_path, freeze_vit=False)
     with pytest.raises(ValueError, match="needs a frozen ViT"):
         trainable_vit.enable_vit_cache(10**9)
+
+
+@pytest.mark.parametrize("arch,targets,layer", [("blip2_opt", {"q_proj", "v_proj"}, "OPTDecoderLayer"),
+                                                ("blip2_t5", {"q", "v"}, "T5Block")])
+def test_each_blip2_llm_brings_its_own_lora_targets_and_fsdp_layers(arch, targets, layer, word_tokenizer_path):
+    """The shared BLIP-2 base holds the ViT and Q-Former layers; LoRA's default targets and the LLM's blocks
+    are each LLM's own (OPT's q_proj / v_proj would find nothing in T5)."""
+    model = build(arch, word_tokenizer_path, lora={"r": 2})
+    adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if "lora_" in n}
+    assert adapted == targets
+    assert all(p.requires_grad == ("lora_" in n) for n, p in model.language_model.named_parameters())
+    assert model.FSDP_LAYERS == ("Blip2EncoderLayer", "Blip2QFormerLayer", layer)

@@ -58,7 +58,7 @@ def test_sentencepiece_is_trained_from_captions_stored_in_checkpoint_and_reloade
 
 def rerun_greedy(model, s, max_new):
     """The seed's decoding: re-run the LSTM over the whole prefix at every step."""
-    visual = model.visual(s)
+    visual = model.encode_video(s)
     seq = torch.full((visual.shape[0], 1), model.tokenizer.bos_token_id)
     for _ in range(max_new):
         lp = F.log_softmax(model.sequence_logits(visual, seq)[:, -1].float(), -1)
@@ -72,7 +72,7 @@ def rerun_beam(model, s, k, max_new):
     tok = model.tokenizer
     out = []
     for row in range(s["video"].shape[0]):
-        visual = model.visual({"video": s["video"][row:row + 1]})
+        visual = model.encode_video({"video": s["video"][row:row + 1]})
         beams, finished = [(0.0, [])], []
         for i in range(max_new):
             cand = []
@@ -129,7 +129,7 @@ def test_gradients_reach_the_decoder_and_a_frozen_xclip_gets_none(tmp_path):
         assert (p.grad is None) == frozen, n
     assert not model.vision_model.training  # frozen parts stay in eval mode
     with torch.no_grad():  # cached X-CLIP embeddings give the same loss as the video
-        emb, _ = model.clip_embeddings(samples())
+        emb, _ = model.frame_features(samples())
         a = model(samples())["loss"]
         b = model({"clip_features": emb, "text_input": CAPTIONS[:2]})["loss"]
     model.eval()
@@ -137,7 +137,7 @@ def test_gradients_reach_the_decoder_and_a_frozen_xclip_gets_none(tmp_path):
     with torch.no_grad():
         assert torch.allclose(model(samples())["loss"], model({"clip_features": emb, "text_input": CAPTIONS[:2]})["loss"])
     with pytest.raises(ValueError, match="built for 4 frames"):
-        model.clip_embeddings({"video": torch.randn(1, 6, 3, 32, 32)})
+        model.frame_features({"video": torch.randn(1, 6, 3, 32, 32)})
 
 
 def test_xclip_from_a_transformers_directory_gives_its_video_features(tmp_path):
@@ -149,7 +149,7 @@ def test_xclip_from_a_transformers_directory_gives_its_video_features(tmp_path):
     model.eval()
     s = samples()
     with torch.no_grad():
-        assert torch.allclose(model.clip_embeddings(s)[0][:, 0], ref.get_video_features(pixel_values=s["video"]).pooler_output,
+        assert torch.allclose(model.frame_features(s)[0][:, 0], ref.get_video_features(pixel_values=s["video"]).pooler_output,
                               atol=1e-5)
     # the frozen X-CLIP is named by the config and left out of checkpoints
     assert model.frozen_pretrained_keys() and all(k.startswith(("vision_model.", "visual_projection.", "mit."))

@@ -506,8 +506,9 @@ def extract_features_main(argv=None) -> dict:
     datasets = task.build_datasets(cfg) if cfg.model.get("tokenizer") in TRAINED_TOKENIZERS and not cfg.model.get("checkpoint") \
         else {}
     model = task.build_model(cfg, datasets)
-    if not hasattr(model, "clip_embeddings") or not getattr(model, "freeze_clip", False):
-        print(f"vcap extract-features: {cfg.model.arch} has no frozen encoder to cache (model.freeze_clip)",
+    if not model.frozen_frame_encoder:
+        print(f"vcap extract-features: {cfg.model.arch} has no frozen encoder to cache (model.freeze_clip, "
+              f"model.freeze_xclip)",
               file=sys.stderr)
         raise SystemExit(2)
     vis = cfg.datasets[name].vis_processor.eval

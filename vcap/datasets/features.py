@@ -52,7 +52,7 @@ class FeatureStore:
 @torch.no_grad()
 def extract_features(model, dataset, out: str | os.PathLike, split: str, signature: str, batch_size: int = 16,
                      shard_size: int = 1000) -> dict:
-    """Embed every video of ``dataset`` (an evaluation dataset) with ``model.clip_embeddings``."""
+    """Embed every video of ``dataset`` (an evaluation dataset) with ``model.frame_features``."""
     from safetensors.torch import save_file
 
     from vcap.datasets.datasets.base import collate
@@ -80,7 +80,7 @@ def extract_features(model, dataset, out: str | os.PathLike, split: str, signatu
     for start in range(0, len(dataset), batch_size):
         batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         bad.extend(batch.pop("bad_samples"))
-        emb, mask = model.clip_embeddings(batch)
+        emb, mask = model.frame_features(batch)
         for vid, e, m, ok in zip(batch["video_id"], emb.cpu(), mask.cpu(), batch["valid"].tolist()):
             if ok:
                 shard[vid], shard[f"{vid}::mask"] = e.contiguous(), m.contiguous()

@@ -59,6 +59,21 @@ class BaseModel(torch.nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def encode_video(self, samples: dict) -> torch.Tensor:
+        """The one meaning of ``encode_video`` across vcap: a batch (``video`` (B, T, C, H, W), ``video_mask``, or
+        cached ``clip_features``) -> one row per video of what the model works from: a captioner's conditioning
+        (BLIP-2's LM query embeddings, CLIPCap's prefix, the LSTM's initial state), a retrieval model's video
+        embedding."""
+        raise NotImplementedError
+
+    frozen_frame_encoder = False  # True where frame_features come from a frozen encoder (they can be cached)
+
+    def frame_features(self, samples: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B, T', D) features, (B, T') mask) of the model's frozen encoder, the part before ``encode_video``'s
+        trained head: what ``vcap extract-features`` caches and a dataset with ``features:`` gives back as
+        ``samples["clip_features"]``."""
+        raise NotImplementedError(f"{type(self).__name__} has no frozen encoder whose features can be cached")
+
     def frozen_pretrained_keys(self) -> list[str]:
         """State-dict keys of frozen weights loaded from a pretrained source (not saved in checkpoints)."""
         return []
@@ -75,7 +90,7 @@ class BaseModel(torch.nn.Module):
 class Captioner(BaseModel):
     """What every captioner shares: the cross-entropy loss, ``score_sequences`` (SCST), decoding.
 
-    A subclass provides ``visual(samples)`` (one row of conditioning per video),
+    A subclass provides ``encode_video(samples)`` (one row of conditioning per video),
     ``_token_logprobs(visual, ids, mask)`` (per-token log-probabilities of caption ids) and
     ``generate_ids(samples, **gen_cfg)``; it has ``tokenizer`` and ``max_txt_len``.
     """
@@ -96,12 +111,12 @@ class Captioner(BaseModel):
         if "score_token_ids" in samples:
             return {"logprobs": self.score_sequences(samples, samples["score_token_ids"])}
         ids, mask = self._caption_targets(samples["text_input"])
-        lp = self._token_logprobs(self.visual(samples), ids, mask)
+        lp = self._token_logprobs(self.encode_video(samples), ids, mask)
         return {"loss": -lp.sum() / mask.sum().clamp(min=1)}
 
     def score_sequences(self, samples: dict, token_ids: torch.Tensor) -> torch.Tensor:
         """Differentiable summed log-probs of caption token ids (N = B*K rows, K per video, padded after EOS)."""
-        visual = self.visual(samples)
+        visual = self.encode_video(samples)
         k = token_ids.shape[0] // visual.shape[0]
         ids = token_ids.to(self.device)
         return self._token_logprobs(visual.repeat_interleave(k, 0), ids, self.sequence_mask(ids)).sum(1)

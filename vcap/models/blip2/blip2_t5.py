@@ -1,5 +1,5 @@
 """BLIP-2 video captioner with a Flan-T5 language model: the query embeddings and the prompt go
-through the T5 encoder, the caption is the decoder's. Video encoding is blip2_opt's, unchanged."""
+through the T5 encoder, the caption is the decoder's. Video encoding is ``Blip2Video``'s."""
 from __future__ import annotations
 
 import torch
@@ -7,19 +7,20 @@ import torch.nn.functional as F
 from transformers import T5Config, T5ForConditionalGeneration
 
 from vcap.common.registry import registry
-from vcap.models.base_model import Captioner
-from vcap.models.blip2.blip2_opt import Blip2OPTVideo
+from vcap.models.blip2.base import Blip2Video
 from vcap.models.generation import generate_from_prefix
 
 
 @registry.register_model("blip2_t5")
-class Blip2T5Video(Blip2OPTVideo):
-    """Arguments as ``blip2_opt``; ``blip2_config.text_config`` is a ``T5Config`` and ``pretrained`` a
+class Blip2T5Video(Blip2Video):
+    """Arguments: see ``Blip2Video``; ``blip2_config.text_config`` is a ``T5Config`` and ``pretrained`` a
     transformers BLIP-2 Flan-T5 (``Salesforce/blip2-flan-t5-xl``)."""
 
     PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/blip2_t5/tiny.yaml",
                                     "flant5xl": "configs/models/blip2_t5/flant5xl.yaml"}
     LM_CLASS = T5ForConditionalGeneration
+    FSDP_LAYERS = Blip2Video.FSDP_LAYERS + ("T5Block",)
+    LORA_TARGETS = ("q", "v")  # T5Attention's query and value projections
 
     @staticmethod
     def new_language_model(text_config: dict, tok, dtype: torch.dtype) -> torch.nn.Module:
@@ -51,14 +52,8 @@ class Blip2T5Video(Blip2OPTVideo):
                 if hasattr(module, "act") and hasattr(module, "wo"):  # T5DenseActDense / T5DenseGatedActDense
                     module.act = ACT2FN[act]
 
-    def _resolve_end_token(self) -> int:
-        """T5's ``</s>`` under either convention (LAVIS's T5 captioner has no "\\n")."""
-        eos = self.language_model.config.eos_token_id
-        return self.tokenizer.eos_token_id if eos is None else eos
-
-    _score_bos = False  # T5 has no BOS: the decoder starts from <pad>
-    # the caption alone is the decoder's text (LAVIS's text_output): nothing of the prompt is in it
-    _caption_targets = Captioner._caption_targets
+    # T5's </s> ends captions under either convention (LAVIS's T5 captioner has no "\\n"), and T5 has no BOS
+    # to score. The caption alone is the decoder's text (LAVIS's text_output), as Captioner tokenizes it.
 
     def _context_ids(self) -> list[int]:
         """The encoder's text after the queries: the prompt tokenized alone, ending with EOS as T5's tokenizer
@@ -80,6 +75,6 @@ class Blip2T5Video(Blip2OPTVideo):
 
     @torch.no_grad()
     def generate_ids(self, samples: dict, **gen_cfg) -> torch.Tensor:
-        ids = generate_from_prefix(self.language_model, self._prefix(self.visual(samples)), self.tokenizer,
+        ids = generate_from_prefix(self.language_model, self._prefix(self.encode_video(samples)), self.tokenizer,
                                    eos_token_id=self.end_token_id, **gen_cfg)
         return ids[:, 1:]  # the decoder's start token is not part of the caption

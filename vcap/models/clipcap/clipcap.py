@@ -243,7 +243,11 @@ class CLIPCap(Captioner):
         self.load_report = load_clipcap_weights(self, clipcap_weights) if clipcap_weights else None
 
     # -- shared encoding: video -> LM prefix (forward, generate and score_sequences all use it) ----------
-    def clip_embeddings(self, samples: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def frozen_frame_encoder(self) -> bool:
+        return self.freeze_clip
+
+    def frame_features(self, samples: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(frozen CLIP embeddings (B, T, D), frame mask (B, T)); cached features are used when given."""
         if "clip_features" in samples:
             emb = samples["clip_features"].to(self.device).float()
@@ -265,10 +269,7 @@ class CLIPCap(Captioner):
         return self.clip_project(emb, mask)
 
     def encode_video(self, samples: dict) -> torch.Tensor:
-        return self.prefix_from_embeddings(*self.clip_embeddings(samples))
-
-    def visual(self, samples: dict) -> torch.Tensor:
-        return self.encode_video(samples)
+        return self.prefix_from_embeddings(*self.frame_features(samples))
 
     def _token_logprobs(self, prefix: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return prefix_logprobs(self.gpt, prefix, ids, mask)

@@ -76,7 +76,11 @@ class XCLIPLSTMCaptioner(Captioner):
         self.num_layers, self.max_txt_len = num_layers, max_txt_len
 
     # -- the one shared encoding path: video -> initial LSTM state ---------------------------------
-    def clip_embeddings(self, samples: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def frozen_frame_encoder(self) -> bool:
+        return self.freeze_xclip
+
+    def frame_features(self, samples: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(X-CLIP video embedding (B, 1, D), mask (B, 1)); cached features are used when given."""
         if "clip_features" in samples:
             emb = samples["clip_features"].to(self.device).float()
@@ -92,13 +96,9 @@ class XCLIPLSTMCaptioner(Captioner):
             emb = self.mit(frames.view(b, t, -1)).pooler_output
         return emb.unsqueeze(1), torch.ones(b, 1, device=emb.device)
 
-    @property
-    def freeze_clip(self) -> bool:  # `vcap extract-features` caches the frozen encoder's output
-        return self.freeze_xclip
-
-    def visual(self, samples: dict) -> torch.Tensor:
+    def encode_video(self, samples: dict) -> torch.Tensor:
         """(B, hidden) initial state of every LSTM layer."""
-        return self.init_state(self.clip_embeddings(samples)[0][:, 0])
+        return self.init_state(self.frame_features(samples)[0][:, 0])
 
     def _state(self, visual: torch.Tensor):
         h = visual.unsqueeze(0).repeat(self.num_layers, 1, 1).contiguous()
@@ -127,7 +127,7 @@ class XCLIPLSTMCaptioner(Captioner):
         if max_new_tokens < 1 or not 0 <= min_new_tokens <= max_new_tokens:
             raise ValueError(f"need 0 <= min_new_tokens <= max_new_tokens and max_new_tokens >= 1, got "
                              f"{min_new_tokens} and {max_new_tokens}")
-        visual = self.visual(samples)
+        visual = self.encode_video(samples)
         if do_sample or num_beams == 1:
             k = num_return_sequences if do_sample else 1
             return self._sample(visual.repeat_interleave(k, 0), max_new_tokens, min_new_tokens, do_sample,
