@@ -208,8 +208,8 @@ def test_lavis_pretrained_and_finetuned_checkpoints_load_by_key_map(hf_dir, tmp_
         if not k.startswith(("language_model.", "temporal_embedding")):
             assert torch.equal(v, want[k]), k
     report = load_lavis_checkpoint(model, tmp_path / "blip2_pretrained_opt.pth")
-    assert all(k.startswith(("language_model.", "temporal_embedding")) for k in report["missing"])
-    assert len(report["ignored"]) == 10
+    assert all(k.startswith(("language_model.", "temporal_embedding")) for k in report.missing)
+    assert len(report.ignored) == 10
     # a LAVIS checkpoint's vision weights are a named source too: frozen, they stay out of vcap checkpoints;
     # ln_vision trains under LAVIS's conventions (freeze_vit freezes visual_encoder only), so it is saved
     assert model.conventions.source == "lavis" and model.checkpoint_metadata()["conventions"] == "lavis"

@@ -54,7 +54,7 @@ def test_openai_archive_gives_openai_embeddings(openai_tower, tmp_path):
     ref, path = openai_tower
     tower = CLIPResNet(**TINY).eval()
     report = load_clip_resnet(tower, str(path))
-    assert report["loaded"] == len(tower.net.state_dict()) and report["unused"] == []
+    assert len(report.loaded) == len(tower.net.state_dict()) and report.ignored == []
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         want = ref(x)
@@ -119,7 +119,7 @@ def test_released_transformer_model_loads_with_its_resnet_and_normalised_prefix(
     model = CLIPCap(tokenizer=hf_tokenizers["gpt2"], clip_resnet=TINY, clip_pretrained=str(openai_tower[1]),
                     lm_config=lm, mapper="transformer", prefix_length=4, clip_length=4, mapper_layers=2,
                     normalize_prefix=True, only_prefix=True, clipcap_weights=str(tmp_path / "transformer_weights.pt"))
-    assert model.load_report["missing"] == [] and model.load_report["unexpected"] == []
+    assert model.load_report.missing == [] and model.load_report.unexpected == []
     assert torch.equal(model.clip_project.prefix_const, sd["clip_project.prefix_const"])
     model.eval()
     video = torch.randn(2, 1, 3, 64, 64)

@@ -209,3 +209,28 @@ def test_each_blip2_llm_brings_its_own_lora_targets_and_fsdp_layers(arch, target
     assert adapted == targets
     assert all(p.requires_grad == ("lora_" in n) for n, p in model.language_model.named_parameters())
     assert model.FSDP_LAYERS == ("Blip2EncoderLayer", "Blip2QFormerLayer", layer)
+
+
+def test_one_loading_policy_missing_keys_follow_the_sources_strict_setting(word_tokenizer_path, tmp_path):
+    """A key with no place or another shape always fails; a key the file lacks fails where the source is strict
+    (a vcap checkpoint by default) and is reported where model.strict_weights says false."""
+    from safetensors.torch import load_file, save_file
+
+    model = build("xclip_lstm", word_tokenizer_path)
+    path = tmp_path / "w.safetensors"
+    save_weights(model, path)
+    sd = load_file(str(path))
+    del sd["head.bias"]
+    save_file(sd, str(tmp_path / "lacks.safetensors"))
+    with pytest.raises(ValueError, match=r"model.checkpoint .*lacks.safetensors.* 1 model keys are not in it: "
+                                         r"\['head.bias'\].*model.strict_weights.checkpoint: false"):
+        build("xclip_lstm", word_tokenizer_path, checkpoint=str(tmp_path / "lacks.safetensors"))
+    loaded = build("xclip_lstm", word_tokenizer_path, checkpoint=str(tmp_path / "lacks.safetensors"),
+                   strict_weights={"checkpoint": False})
+    assert torch.equal(loaded.head.weight, model.head.weight)
+    save_file({**sd, "head.bias": torch.zeros(3)}, str(tmp_path / "shape.safetensors"))
+    with pytest.raises(ValueError, match=r"shapes differ for 1 keys: \['head.bias: file \(3,\) vs model"):
+        build("xclip_lstm", word_tokenizer_path, checkpoint=str(tmp_path / "shape.safetensors"),
+              strict_weights={"checkpoint": False})
+    with pytest.raises(ValueError, match="model.strict_weights: unknown sources \\['chekpoint'\\]"):
+        build("xclip_lstm", word_tokenizer_path, strict_weights={"chekpoint": False})

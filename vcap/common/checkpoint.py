@@ -7,7 +7,6 @@ not report them as missing), and the model rebuilds them from its own config.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -57,27 +55,17 @@ def read_metadata(path: str | os.PathLike) -> dict:
         return dict(f.metadata() or {})
 
 
-def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict:
-    """Load a vcap checkpoint into ``model``; returns the report of missing and unexpected keys.
+def load_weights(model: torch.nn.Module, path: str | os.PathLike, key: str = "model.checkpoint"):
+    """Load a vcap checkpoint into ``model`` under the one loading policy (``vcap.common.weights.load_state``:
+    strict by default); keys the checkpoint deliberately left out (frozen pretrained weights) are exempt."""
+    from vcap.common.weights import load_state
 
-    Keys the checkpoint deliberately left out (frozen pretrained weights) are not reported as missing.
-    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model.checkpoint {str(path)!r} does not exist")
+        raise FileNotFoundError(f"{key} {str(path)!r} does not exist")
     state = {}
     with safe_open(str(path), framework="pt") as f:
         frozen = set(json.loads((f.metadata() or {}).get("frozen_keys", "[]")))
         for k in f.keys():
             state[k] = f.get_tensor(k)
-    from vcap.common.fsdp import is_sharded, load_full_state_dict
-
-    result = load_full_state_dict(model, state) if is_sharded(model) else model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if k not in frozen]
-    report = {"missing": missing, "unexpected": list(result.unexpected_keys)}
-    if missing or report["unexpected"]:
-        raise ValueError(
-            f"checkpoint {str(path)!r} does not match the model: {len(missing)} missing keys "
-            f"{missing[:5]}, {len(report['unexpected'])} unexpected keys {report['unexpected'][:5]}"
-        )
-    return report
+    return load_state(model, state, str(path), key, exempt=frozen)

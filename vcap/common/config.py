@@ -24,7 +24,9 @@ from vcap.common.registry import qualified_name, registry
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("imports", "model", "datasets", "run")
 # Keys every model section may carry besides its constructor arguments.
-MODEL_RESERVED_KEYS = ("arch", "model_type", "checkpoint")
+# keys of the model section that are not constructor arguments; strict_weights: {source key: bool}, see
+# vcap.common.weights.STRICT_DEFAULTS
+MODEL_RESERVED_KEYS = ("arch", "model_type", "checkpoint", "strict_weights")
 
 
 class ConfigError(ValueError):

@@ -1,16 +1,24 @@
-"""Reading weight files without running pickled code: safetensors, ``torch.load(weights_only=True)``,
-and TorchScript archives (OpenAI's CLIP ``.pt``) through a restricted unpickler that builds tensors only.
+"""Weights in: reading files without running pickled code (safetensors, ``torch.load(weights_only=True)``,
+TorchScript archives such as OpenAI's CLIP ``.pt`` through a restricted unpickler that builds tensors only),
+and the one policy by which every source (vcap checkpoints, LAVIS, CLIPCap, CLIP4Clip and OpenAI files) is
+loaded into a model: ``load_state`` with a per-source filter function, a ``LoadReport``, one rule.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import io
+import logging
 import pickle
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
+log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------------------
 # Reading files safely
 # ------------------------------------------------------------------------------------------------
@@ -98,3 +106,109 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(sd).__name__}")
     return sd
+
+
+# ------------------------------------------------------------------------------------------------
+# One loading policy for every weight source (timm's: a per-source filter function, one report, one rule)
+# ------------------------------------------------------------------------------------------------
+# Whether a source's missing keys are an error, by the config key that names the source. A model section's
+# ``strict_weights`` (in a card or a project) overrides these while the model is built.
+STRICT_DEFAULTS = {"checkpoint": True, "clipcap_weights": True, "clip_pretrained": True,
+                   "lavis_checkpoint": False,  # a stage-1 file holds no LLM, a LAVIS fine-tune only what trained
+                   "pretrained": False}  # CLIP4Clip: an OpenAI CLIP file has no similarity header
+_STRICT: contextvars.ContextVar[dict] = contextvars.ContextVar("vcap_strict_weights", default={})
+
+
+@contextlib.contextmanager
+def strict_weights(overrides: dict | None):
+    """``model.strict_weights`` while a model is built: ``{source key: bool}`` over ``STRICT_DEFAULTS``."""
+    unknown = set(overrides or {}) - set(STRICT_DEFAULTS)
+    if unknown:
+        raise ValueError(f"model.strict_weights: unknown sources {sorted(unknown)}; expected some of "
+                         f"{sorted(STRICT_DEFAULTS)}")
+    token = _STRICT.set({**STRICT_DEFAULTS, **(overrides or {})})
+    try:
+        yield
+    finally:
+        _STRICT.reset(token)
+
+
+@dataclass
+class LoadReport:
+    """What one source did to a model. ``ignored``: source keys its filter drops on purpose (LAVIS's stage-1
+    heads, GPT-2's attention-mask buffers, another CLIP4Clip header's weights); ``mismatched``: ``"key: file
+    shape vs model shape"``."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        groups: dict[str, int] = {}
+        for k in self.missing:
+            groups[k.split(".")[0]] = groups.get(k.split(".")[0], 0) + 1
+        where = ", ".join(f"{g}: {n}" for g, n in groups.items())
+        return (f"{self.source}: {len(self.loaded)} tensors loaded, {len(self.missing)} model keys not in it"
+                f"{f' ({where})' if where else ''}, {len(self.ignored)} ignored")
+
+
+FilterFn = Callable[[dict, torch.nn.Module], "tuple[dict, list[str]]"]
+
+
+def load_state(module: torch.nn.Module, sd: dict[str, torch.Tensor], source: str, key: str, *,
+               filter_fn: FilterFn | None = None, scope: tuple[str, ...] = (), exempt: set[str] = frozenset(),
+               strict: bool | None = None) -> LoadReport:
+    """Load ``sd`` into ``module`` under vcap's one rule. ``filter_fn(sd, module) -> (sd in the module's names,
+    ignored keys)`` maps a source's layout (timm's ``checkpoint_filter_fn``). Then a key with no place in the
+    module or with another shape is always an error: the source does not describe this model. A module key the
+    source lacks is an error when the source is strict (``STRICT_DEFAULTS``, ``model.strict_weights``), else
+    reported. ``scope``: the key prefixes the source is meant to fill (default all); ``exempt``: keys the
+    source left out on purpose (a vcap checkpoint's frozen pretrained weights). ``key``: the config key
+    naming the source, for the error and the strict setting."""
+    ignored: list[str] = []
+    if filter_fn is not None:
+        sd, ignored = filter_fn(sd, module)
+    own = module.state_dict()
+    sd = {_peft_base(k, own): v for k, v in sd.items()}
+    report = LoadReport(source, ignored=list(ignored))
+    report.unexpected = [k for k in sd if k not in own]
+    report.mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
+                         if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    report.missing = sorted(k for k in own if k not in sd and k not in exempt and k.startswith(scope or ("",))
+                            and not k.endswith("position_ids"))
+    strict = _STRICT.get().get(key.split(".")[-1], STRICT_DEFAULTS.get(key.split(".")[-1], True)) \
+        if strict is None else strict
+    problems = []
+    if report.unexpected:
+        problems.append(f"{len(report.unexpected)} keys have no place in {type(module).__name__}: "
+                        f"{report.unexpected[:8]}")
+    if report.mismatched:
+        problems.append(f"shapes differ for {len(report.mismatched)} keys: {report.mismatched[:5]}")
+    if report.missing and strict:
+        problems.append(f"{len(report.missing)} model keys are not in it: {report.missing[:8]} (model.strict_weights."
+                        f"{key.split('.')[-1]}: false loads it all the same)")
+    if problems:
+        raise ValueError(f"{key} {source!r} does not match the model: " + "; ".join(problems))
+    from vcap.common.fsdp import is_sharded, load_full_state_dict
+
+    with torch.no_grad():
+        if is_sharded(module):
+            load_full_state_dict(module, sd)
+        else:
+            for k, v in sd.items():
+                own[k].copy_(v)
+    report.loaded = sorted(sd)
+    (log.warning if report.missing else log.info)("%s %s", key, report)
+    return report
+
+
+def _peft_base(key: str, own: dict) -> str:
+    """With LoRA injected, a wrapped layer's own weight lives under ``<layer>.base_layer.``."""
+    if key in own:
+        return key
+    head, _, leaf = key.rpartition(".")
+    wrapped = f"{head}.base_layer.{leaf}"
+    return wrapped if wrapped in own else key

@@ -1,16 +1,15 @@
 """Model base: construction from a config section whose keys are the constructor's arguments."""
 from __future__ import annotations
 
-import logging
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vcap.common.checkpoint import load_weights
+from vcap.common.weights import strict_weights
 from vcap.common.config import MODEL_RESERVED_KEYS, signature_keys
 from vcap.processors.tokenizer import TRAINED_TOKENIZERS
 
-log = logging.getLogger(__name__)
 
 
 def load_transformers(model_cls, spec: str, what: str, key: str = "model.pretrained", **kwargs):
@@ -38,14 +37,13 @@ class BaseModel(torch.nn.Module):
     @classmethod
     def from_config(cls, cfg: DictConfig | dict):
         kwargs = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)  # plain dicts all the way down
-        checkpoint = kwargs.get("checkpoint")
+        checkpoint, strict = kwargs.get("checkpoint"), kwargs.get("strict_weights")
         for key in MODEL_RESERVED_KEYS:
             kwargs.pop(key, None)
-        model = cls(**kwargs)
-        if checkpoint:
-            report = load_weights(model, checkpoint)
-            log.info("loaded %s (%d missing, %d unexpected keys)", checkpoint, len(report["missing"]),
-                     len(report["unexpected"]))
+        with strict_weights(strict):  # every source the constructor loads follows the one policy
+            model = cls(**kwargs)
+            if checkpoint:
+                load_weights(model, checkpoint)
         return model
 
     def train(self, mode: bool = True):

@@ -80,24 +80,21 @@ def _weights_file(source: str) -> Path:
     raise ValueError(f"model.clip_pretrained {source!r}: no CLIP ResNet weights in it (looked for {WEIGHT_FILES})")
 
 
-def load_clip_resnet(tower: CLIPResNet, source: str) -> dict:
+def load_clip_resnet(tower: CLIPResNet, source: str):
     """Weights in OpenAI's layout (``visual.conv1.weight`` ...: ``RN50x4.pt``, open_clip files) or timm's
     (``stem.conv1.conv.weight`` ...) into ``tower``; every tower weight must be there, with its shape."""
-    from timm.models.byobnet import checkpoint_filter_fn
-
-    from vcap.common.weights import read_state_dict
+    from vcap.common.weights import load_state, read_state_dict
 
     path = _weights_file(source)
-    sd = read_state_dict(path)
+    return load_state(tower.net, read_state_dict(path), str(path), "model.clip_pretrained", filter_fn=_resnet_filter)
+
+
+def _resnet_filter(sd: dict, net: torch.nn.Module) -> tuple[dict, list[str]]:
+    """OpenAI's keys through timm's own map (``byobnet.checkpoint_filter_fn``); what is left outside the tower
+    (an OpenAI or open_clip file's text transformer) is ignored."""
+    from timm.models.byobnet import checkpoint_filter_fn
+
     if "visual.conv1.weight" in sd:
-        sd = checkpoint_filter_fn(sd, tower.net)  # timm's map of OpenAI's keys
-    own = tower.net.state_dict()
-    missing = sorted(k for k in own if k not in sd)
-    wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items()
-             if k in sd and sd[k].shape != v.shape]
-    if missing or wrong:
-        raise ValueError(f"model.clip_pretrained {str(path)!r} does not fit the CLIP ResNet "
-                         f"(layers, width, output_dim, image_size): {len(missing)} weights missing {missing[:5]}, "
-                         f"shapes differ for {wrong[:5]}")
-    tower.net.load_state_dict({k: sd[k].to(own[k].dtype) for k in own})
-    return {"source": str(path), "loaded": len(own), "unused": sorted(k for k in sd if k not in own)}
+        sd = checkpoint_filter_fn(sd, net)
+    own = net.state_dict()
+    return {k: v for k, v in sd.items() if k in own}, sorted(k for k in sd if k not in own)

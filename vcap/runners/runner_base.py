@@ -287,7 +287,7 @@ class RunnerBase:
                 signal.signal(sig, handler)
         best_path = self.ckpt_dir / ("best.safetensors" if self.best is not None else "last.safetensors")
         log.info("testing with %s (best %s=%s at epoch %s)", best_path, self.run.monitor, self.best, self.best_epoch)
-        load_weights(self.model, best_path)
+        load_weights(self.model, best_path, key="the best checkpoint")
         metrics = dict(self.metrics)
         if self.run.test_splits:
             metrics.update(self.evaluate_splits(self.run.test_splits, tag="test"))
@@ -464,7 +464,7 @@ class RunnerBase:
         if state["world_size"] != dist.get_world_size():
             raise ValueError(f"{path} was saved by {state['world_size']} ranks, this run has {dist.get_world_size()}: "
                              f"an exact resume needs the same number (each rank's data and RNG continue)")
-        load_weights(self.model, path / "model.safetensors")
+        load_weights(self.model, path / "model.safetensors", key="run.resume")
         load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])

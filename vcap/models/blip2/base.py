@@ -209,7 +209,7 @@ class Blip2Video(Captioner):
         for path in paths:
             from vcap.models.blip2.lavis_weights import load_lavis_checkpoint
 
-            self._sourced_keys |= set(load_lavis_checkpoint(self, path)["loaded"])
+            self._sourced_keys |= set(load_lavis_checkpoint(self, path).loaded)
         self.lavis_checkpoint = paths
         self._end_token_id = self._resolve_end_token()  # a tokenizer that cannot end captions as said fails here
         if grad_checkpointing:

@@ -23,13 +23,11 @@ Q-Former's text side (word/position embeddings, the text FFN ``intermediate``/``
 """
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 
 import torch
 
-log = logging.getLogger(__name__)
 
 _VIT_BLOCK = {"norm1": "layer_norm1", "norm2": "layer_norm2", "attn.qkv": "self_attn.qkv",
               "attn.proj": "self_attn.projection", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
@@ -116,43 +114,17 @@ def read_lavis_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def load_lavis_checkpoint(model: torch.nn.Module, path: str | Path) -> dict[str, list[str]]:
-    """Copy a LAVIS checkpoint's weights into ``model``; returns ``{"loaded", "missing", "ignored"}``.
-
-    Keys the model does not have, or with another shape, are an error naming them; ``missing`` (model
-    weights the file does not hold, e.g. the LLM of a ``blip2_pretrained_*.pth``) are reported.
-    """
-    sd, ignored, unmapped = convert_lavis_state_dict(read_lavis_checkpoint(path))
-    own = model.state_dict()
-    sd = {_peft_base(k, own): v for k, v in sd.items()}
-    unexpected = unmapped + [k for k in sd if k not in own]
-    if unexpected:
-        raise ValueError(f"model.lavis_checkpoint {str(path)!r}: {len(unexpected)} keys have no place in "
-                         f"{type(model).__name__}: {unexpected[:8]}")
-    bad = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items() if v.shape != own[k].shape]
-    if bad:
-        raise ValueError(f"model.lavis_checkpoint {str(path)!r}: shapes differ for {len(bad)} keys: {bad[:5]}")
-    with torch.no_grad():
-        for k, v in sd.items():
-            own[k].copy_(v)
-    missing = sorted(k for k in own if k not in sd)
-    report = {"loaded": sorted(sd), "missing": missing, "ignored": ignored}
-    log.info("LAVIS checkpoint %s: %d tensors loaded, %d model keys not in it (%s), %d stage-1 keys ignored",
-             path, len(sd), len(missing), _summary(missing), len(ignored))
-    return report
+def lavis_filter(sd: dict[str, torch.Tensor], model: torch.nn.Module) -> tuple[dict, list[str]]:
+    """``load_state``'s filter for LAVIS's layout: vcap's names, stage-1 keys ignored; a key with no mapping
+    keeps its LAVIS name, so the loader reports it as having no place in the model."""
+    out, ignored, unmapped = convert_lavis_state_dict(sd)
+    out.update({k: torch.empty(0) for k in unmapped})
+    return out, ignored
 
 
-def _peft_base(key: str, own: dict) -> str:
-    """With LoRA injected, a wrapped layer's own weight lives under ``<layer>.base_layer.``."""
-    if key in own:
-        return key
-    head, _, leaf = key.rpartition(".")
-    wrapped = f"{head}.base_layer.{leaf}"
-    return wrapped if wrapped in own else key
+def load_lavis_checkpoint(model: torch.nn.Module, path: str | Path):
+    """Copy a LAVIS checkpoint's weights into ``model`` (``vcap.common.weights.load_state``); model weights the
+    file does not hold (the LLM of a ``blip2_pretrained_*.pth``) are reported, as ``strict_weights`` allows."""
+    from vcap.common.weights import load_state
 
-
-def _summary(keys: list[str]) -> str:
-    groups: dict[str, int] = {}
-    for k in keys:
-        groups[k.split(".")[0]] = groups.get(k.split(".")[0], 0) + 1
-    return ", ".join(f"{g}: {n}" for g, n in groups.items()) or "none"
+    return load_state(model, read_lavis_checkpoint(path), str(path), "model.lavis_checkpoint", filter_fn=lavis_filter)

@@ -3,7 +3,8 @@
 Every source is read without running pickled code: safetensors, ``torch.load(weights_only=True)``
 for state dicts, and for OpenAI's TorchScript archives (``ViT-B-32.pt``) a restricted unpickler
 that rebuilds only tensors (``read_torchscript_tensors``). Keys are mapped explicitly; what a
-source lacks or carries beyond the model is reported, never silently dropped.
+source lacks or carries beyond the model is reported or refused by the one loading policy
+(``vcap.common.weights.load_state``), never silently dropped.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-from vcap.common.weights import read_state_dict
+from vcap.common.weights import LoadReport, load_state, read_state_dict
 
 log = logging.getLogger(__name__)
 # buffers OpenAI's TorchScript models carry that are not weights
@@ -132,37 +133,42 @@ def clip4clip_to_vcap(sd: dict) -> tuple[dict, dict, list[str]]:
 class PretrainedSource:
     origin: str
     clip: CLIPModel
+    report: LoadReport  # of the CLIP part, already in place
     header: dict = field(default_factory=dict)  # vcap keys outside ``clip`` (CLIP4Clip checkpoints)
-    missing: list = field(default_factory=list)
-    unexpected: list = field(default_factory=list)
 
-    def apply(self, model: torch.nn.Module) -> dict:
-        """Load the header weights into ``model`` (CLIP is already in place); report what did not fit."""
-        own = model.state_dict()
-        missing, unexpected = list(self.missing), list(self.unexpected)
-        with torch.no_grad():
-            for key, value in self.header.items():
-                if key not in own:
-                    unexpected.append(key)
-                    continue
-                target = own[key]
-                if target.shape == value.shape:
-                    target.copy_(value)
-                elif target.dim() == 2 and value.dim() == 2 and target.shape[1] == value.shape[1]:
-                    n = min(target.shape[0], value.shape[0])  # position tables of another length: the overlap
-                    target[:n] = value[:n]
-                    log.info("%s: %s has %d rows, the model %d: copied %d", self.origin, key, value.shape[0],
-                             target.shape[0], n)
-                else:
-                    raise ValueError(f"{self.origin}: {key} has shape {tuple(value.shape)}, the model "
-                                     f"{tuple(target.shape)}")
-        header_keys = [k for k in own if not k.startswith("clip.")]
-        if self.header:  # a CLIP4Clip checkpoint: the header weights it should have had
-            missing += [k for k in header_keys if k not in self.header]
-        report = {"source": self.origin, "missing": missing, "unexpected": unexpected}
-        log.info("pretrained %s: %d missing, %d unexpected keys%s", self.origin, len(missing), len(unexpected),
-                 f" (missing: {missing[:8]}, unexpected: {unexpected[:8]})" if missing or unexpected else "")
-        return report
+    def apply(self, model: torch.nn.Module) -> LoadReport:
+        """Load the header weights into ``model`` (CLIP is in place) under the one loading policy; one report
+        for the whole source."""
+        header = load_state(model, self.header, self.origin, "model.pretrained", filter_fn=_header_filter,
+                            scope=("",) if self.header else ("(nothing)",), exempt={
+                                k for k in model.state_dict() if k.startswith("clip.")})
+        r = self.report
+        return LoadReport(self.origin, [f"clip.{k}" for k in r.loaded] + header.loaded,
+                          [f"clip.{k}" for k in r.missing] + header.missing, header.unexpected,
+                          r.ignored + header.ignored)
+
+
+# vcap's names of every similarity header's weights (clip4clip_to_vcap writes them)
+HEADER_KEYS = ("frame_position_embeddings.", "transformer_clip.", "lstm_visual.", "cross_position_embeddings.",
+               "cross_pool_", "cross.", "similarity_dense.", "clip.vision_model.embeddings.patch_embedding.conv3d.")
+
+
+def _header_filter(sd: dict, model: torch.nn.Module) -> tuple[dict, list[str]]:
+    """A position table of another length gives its overlap (CLIP4Clip's ``max_frames`` against the model's);
+    weights of a similarity header the model does not use (a seqTransf checkpoint's in a tightTransf model)
+    are ignored, as is ``similarity_dense.bias`` (it shifts every score alike)."""
+    own, out, ignored = model.state_dict(), {}, []
+    for key, value in sd.items():
+        if key == "similarity_dense.bias" or (key not in own and key.startswith(HEADER_KEYS)):
+            ignored.append(key)
+            continue
+        target = own[key]
+        if target.shape != value.shape and target.dim() == 2 == value.dim() and target.shape[1] == value.shape[1]:
+            n = min(target.shape[0], value.shape[0])
+            log.info("%s has %d rows, the model %d: the first %d are copied", key, value.shape[0], target.shape[0], n)
+            value = torch.cat([value[:n], target[n:].detach().to(value.dtype)])
+        out[key] = value
+    return out, ignored
 
 
 def read_pretrained(spec: str) -> PretrainedSource:
@@ -174,8 +180,9 @@ def read_pretrained(spec: str) -> PretrainedSource:
         except OSError as e:
             raise ValueError(f"model.pretrained {spec!r}: not a file, and no transformers CLIP could be loaded from it "
                              f"(offline, it must be a directory or an id in the local cache): {e}") from e
-        return PretrainedSource(str(spec), clip, missing=list(info["missing_keys"]),
-                                unexpected=list(info["unexpected_keys"]))
+        # transformers loaded it by its own rules: what it left out is reported, what it dropped ignored
+        return PretrainedSource(str(spec), clip, LoadReport(str(spec), missing=list(info["missing_keys"]),
+                                                            ignored=list(info["unexpected_keys"])))
     sd = read_state_dict(path)
     header: dict = {}
     if "clip.visual.conv1.weight" in sd:  # CLIP4Clip's pytorch_model.bin.N
@@ -190,6 +197,7 @@ def read_pretrained(spec: str) -> PretrainedSource:
         raise ValueError(f"{path}: neither OpenAI CLIP keys (visual.conv1.weight ...) nor CLIP4Clip keys "
                          f"(clip.visual.conv1.weight ...); first keys: {list(sd)[:5]}")
     clip = CLIPModel(openai_config(openai_sd))
-    result = clip.load_state_dict({k: v.float() for k, v in hf.items()}, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
-    return PretrainedSource(str(path), clip, header, missing, list(result.unexpected_keys) + unused)
+    # keys the map does not know keep their names, so the loader finds no place for them
+    (header if header else hf).update({k: sd[k] for k in unused})
+    report = load_state(clip, {k: v.float() for k, v in hf.items()}, str(path), "model.pretrained")
+    return PretrainedSource(str(path), clip, report, header)

@@ -18,7 +18,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from vcap.common.registry import registry
-from vcap.common.weights import read_state_dict
+from vcap.common.weights import load_state, read_state_dict
 from vcap.models.base_model import Captioner
 from vcap.models.generation import generate_from_prefix, prefix_logprobs
 from vcap.processors.tokenizer import load_text_tokenizer
@@ -131,24 +131,19 @@ class CrossMapper(nn.Module):
         return x
 
 
-def load_clipcap_weights(model: nn.Module, path: str) -> dict:
-    """CLIPCap's own files into ``model``: ``clip_project.*`` and ``gpt.*`` map one to one; GPT-2's old
-    attention-mask buffers are reported as unexpected, anything else that does not fit too."""
-    sd = read_state_dict(path)
+def clipcap_filter(sd: dict, model: nn.Module) -> tuple[dict, list[str]]:
+    """CLIPCap's own files map one to one (``clip_project.*``, ``gpt.*``); GPT-2's old attention-mask buffers
+    (``attn.bias``, ``attn.masked_bias``), which transformers no longer keeps, are ignored."""
     own = model.state_dict()
-    mapped = {k: v for k, v in sd.items() if k.startswith(("clip_project.", "gpt."))}
-    unexpected = [k for k in sd if k not in mapped or k not in own]
-    wrong = [f"{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}" for k, v in mapped.items()
-             if k in own and own[k].shape != v.shape]
-    if wrong:
-        raise ValueError(f"{path}: shapes differ from the model (prefix_length, clip_length, mapper or LM size?): "
-                         + "; ".join(wrong[:5]))
-    result = model.load_state_dict({k: v for k, v in mapped.items() if k in own}, strict=False)
-    missing = [k for k in result.missing_keys if k.startswith(("clip_project.", "gpt."))]
-    report = {"source": str(path), "missing": missing, "unexpected": unexpected}
-    log.info("CLIPCap weights %s: %d missing, %d unexpected keys%s", path, len(missing), len(unexpected),
-             f" (missing: {missing[:8]}, unexpected: {unexpected[:8]})" if missing or unexpected else "")
-    return report
+    old_buffers = [k for k in sd if k not in own and k.startswith("gpt.") and k.endswith((".attn.bias", ".attn.masked_bias"))]
+    return {k: v for k, v in sd.items() if k not in old_buffers}, old_buffers
+
+
+def load_clipcap_weights(model: nn.Module, path: str):
+    """CLIPCap's released files into ``model`` under the one loading policy; they fill the mapper and the LM
+    (CLIP comes from ``clip_pretrained``)."""
+    return load_state(model, read_state_dict(path), str(path), "model.clipcap_weights", filter_fn=clipcap_filter,
+                      scope=("clip_project.", "gpt."))
 
 
 @registry.register_model("clipcap")
