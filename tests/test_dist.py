@@ -125,10 +125,11 @@ SEEDS = """
 import hashlib, random, sys
 import numpy as np
 import torch
-from vcap.cli import _load, _parser, _start
+from vcap.cli import _load, _parser
+from vcap.runners.build import build_runner
 from vcap.common import dist
 
-runner = _start(_load(_parser("t", "t").parse_args(sys.argv[1:])))
+runner = build_runner(_load(_parser("t", "t").parse_args(sys.argv[1:])))
 digest = hashlib.sha256(b"".join(v.detach().numpy().tobytes() for v in runner.model.state_dict().values())).hexdigest()
 mask = torch.nn.functional.dropout(torch.ones(64), 0.5, training=True).tolist()
 draws = (mask, random.random(), float(np.random.rand()))
@@ -156,11 +157,12 @@ FSDP_META = """
 import hashlib, sys
 import torch
 from transformers import Blip2ForConditionalGeneration
-from vcap.cli import _load, _parser, _start
+from vcap.cli import _load, _parser
+from vcap.runners.build import build_runner
 from vcap.common import dist
 from vcap.common.fsdp import full_state_dict, is_meta
 
-runner = _start(_load(_parser("t", "t").parse_args(sys.argv[1:])))
+runner = build_runner(_load(_parser("t", "t").parse_args(sys.argv[1:])))
 assert is_meta(runner.model) == (dist.get_rank() > 0), "only rank 0 may materialise the model"
 runner.setup_optimization(steps_per_epoch=1)
 buffers = hashlib.sha256(b"".join(b.cpu().numpy().tobytes() for b in runner.model.buffers())).hexdigest()

@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from vcap.common.config import ConfigError, build_config, run_config
+from vcap.common.config import ConfigError, build_config
 
 log = logging.getLogger("vcap")
 
@@ -26,12 +26,6 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def _start(cfg):
-    from vcap.runners.build import build_runner
-
-    return build_runner(cfg)
-
-
 def _launch_rank() -> int:
     """This process's rank as torchrun set it (the process group is gone once a run has finished)."""
     import os
@@ -39,7 +33,7 @@ def _launch_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def _load(args) -> "DictConfig":  # noqa: F821
+def _load(args):
     try:
         return build_config(args.cfg_path, args.options)
     except (ConfigError, FileNotFoundError) as e:
@@ -77,61 +71,6 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines + [f"note: {n}" for n in dict.fromkeys(notes)])
 
 
-def _ids(value) -> str:
-    return str(value)
-
-
-def load_predictions(path: str | Path) -> dict[str, str]:
-    """id -> caption from a results file: vcap's ``results/<split>.json`` rows, COCO results
-    (``image_id``/``video_id`` and ``caption``), or a plain ``{id: caption}`` mapping."""
-    import json
-
-    data = json.loads(Path(path).read_text())
-    if isinstance(data, dict):
-        return {_ids(k): str(v) for k, v in data.items()}
-    preds = {}
-    for i, row in enumerate(data):
-        key = next((k for k in ("video_id", "image_id", "id") if k in row), None)
-        text = next((row[k] for k in ("prediction", "caption") if k in row), None)
-        if key is None or not isinstance(text, str):
-            raise ValueError(f"{path}: row {i} needs an id (video_id, image_id or id) and a caption (caption or "
-                             f"prediction); got keys {sorted(row)}")
-        preds.setdefault(_ids(row[key]), text)
-    return preds
-
-
-def load_references(path: str | Path) -> dict[str, list[str]]:
-    """id -> reference captions from COCO-style ground truth (``annotations`` of ``image_id`` and
-    ``caption``), vcap annotation records (``captions``), vcap results rows (``references``), rows
-    of ``video_id``/``image_id`` and ``caption``, or a plain ``{id: [captions]}`` mapping."""
-    import json
-
-    data = json.loads(Path(path).read_text())
-    if isinstance(data, dict) and "annotations" in data:
-        data = data["annotations"]
-    if isinstance(data, dict):
-        return {_ids(k): [v] if isinstance(v, str) else list(v) for k, v in data.items()}
-    refs: dict[str, list[str]] = {}
-    for i, row in enumerate(data):
-        key = next((k for k in ("video_id", "image_id", "id") if k in row), None)
-        caps = next((row[k] for k in ("references", "captions", "caption") if k in row), None)
-        if key is None or caps is None:
-            raise ValueError(f"{path}: row {i} needs an id (video_id, image_id or id) and references (caption, "
-                             f"captions or references); got keys {sorted(row)}")
-        refs.setdefault(_ids(row[key]), []).extend([caps] if isinstance(caps, str) else caps)
-    return refs
-
-
-def score_results(results: str, gt: str, java: bool = True) -> dict:
-    from vcap.evaluation.caption import caption_scores
-
-    preds, refs = load_predictions(results), load_references(gt)
-    extra = [k for k in preds if k not in refs]
-    if extra:
-        log.warning("%d predictions have no references in %s and are ignored, e.g. %s", len(extra), gt, extra[:3])
-    return caption_scores(refs, preds, java=java)
-
-
 def evaluate_main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog=_prog("evaluate.py", "evaluate"), description=(
         "Evaluate a project's test splits (a model from model.checkpoint; plain python or torchrun), "
@@ -149,6 +88,8 @@ def evaluate_main(argv=None) -> dict:
         if not (args.results and args.gt) or args.cfg_path:
             p.error("--results and --gt go together, without --cfg-path")
         import json
+
+        from vcap.evaluation.caption import score_results
 
         metrics = score_results(args.results, args.gt, java=not args.no_java)
         out = Path(args.out or Path(args.results).with_suffix(".metrics.json"))
@@ -348,18 +289,6 @@ def shard_main(argv=None) -> Path:
     return index
 
 
-def _signature(cfg, vis_section) -> str:
-    """What cached embeddings depend on: the model config, the frame processor and the checkpoint file."""
-    import hashlib
-
-    from omegaconf import OmegaConf
-
-    ckpt = cfg.model.get("checkpoint")
-    stamp = f"{Path(ckpt).resolve()}:{Path(ckpt).stat().st_mtime_ns}" if ckpt else ""
-    text = OmegaConf.to_yaml(cfg.model) + OmegaConf.to_yaml(vis_section) + stamp
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def _inference_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--model", help="a vcap checkpoint (best.safetensors) or a run's checkpoints/ directory: it "
@@ -369,54 +298,29 @@ def _inference_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def _inference_setup(prog: str, args, needs: str, what: str):
-    """(model in eval mode, frame processor, decoding defaults, what cached embeddings depend on) from
-    ``--model`` (a checkpoint alone) or ``--cfg-path`` (a project)."""
-    import hashlib
-    import json
+def _inference(prog: str, needs: str, what: str, args=None, cfg=None, dataset: str | None = None):
+    """``build_inference`` from ``args.model`` (a checkpoint alone), ``args.cfg_path`` or a built ``cfg``,
+    exiting 2 with the reason when it cannot be built or the model is not a ``what``."""
+    from vcap.models.load import build_inference
 
-    if bool(args.model) == bool(args.cfg_path):
+    if cfg is None and bool(args.model) == bool(args.cfg_path):
         print(f"{prog}: give --model <checkpoint> or --cfg-path <project> (one of them)", file=sys.stderr)
         raise SystemExit(2)
-    if args.model:
-        from vcap.models.load import checkpoint_file, load_from_checkpoint
-
-        try:
-            model, vis, _, stored = load_from_checkpoint(args.model)
-        except (FileNotFoundError, ValueError) as e:
-            print(f"{prog}: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
-        if not hasattr(model, needs):
-            print(f"{prog}: {stored['model']['arch']} is not a {what}", file=sys.stderr)
-            raise SystemExit(2)
-        path = checkpoint_file(args.model)
-        key = json.dumps(stored, sort_keys=True) + f"{path.resolve()}:{path.stat().st_mtime_ns}"
-        return model, vis["eval"], stored["generation"], hashlib.sha256(key.encode()).hexdigest()[:16]
-    cfg = _load(args)
-    model, processor = _inference_model(prog, cfg, needs, what)
-    r = run_config(cfg)
-    gen = {"num_beams": r.num_beams, "max_new_tokens": r.max_new_tokens, "min_new_tokens": r.min_new_tokens}
-    return model, processor, gen, _signature(cfg, next(iter(cfg.datasets.values())).vis_processor.eval)
-
-
-def _inference_model(prog: str, cfg, needs: str, what: str):
-    """(model in eval mode, the first dataset's evaluation frame processor) for a one-off command."""
-    from vcap.common.registry import registry
-    from vcap.processors import build_processor
-
-    model = registry.get_task_class(cfg.run.task).setup_task(cfg).build_model(cfg, {}).eval()
-    if not hasattr(model, needs):
-        print(f"{prog}: {cfg.model.arch} is not a {what}", file=sys.stderr)
+    try:
+        inf = build_inference(checkpoint=args.model) if cfg is None and args.model else \
+            build_inference(_load(args) if cfg is None else cfg, dataset=dataset)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if not getattr(inf.model, needs, False):
+        print(f"{prog}: {type(inf.model).__name__} is not a {what}", file=sys.stderr)
         raise SystemExit(2)
-    return model, build_processor(next(iter(cfg.datasets.values())).vis_processor.eval)
+    return inf
 
 
 def retrieve_main(argv=None) -> list[dict]:
     """Embed a folder of videos once (cached), then answer text queries with the top-k videos."""
-    import torch
-
-    from vcap.datasets.prepare.common import VIDEO_EXTENSIONS
-    from vcap.datasets.video import IMAGE_EXTENSIONS, VideoDecodeError
+    from vcap.tasks.retrieval import embed_folder, rank_videos
 
     p = _inference_parser("vcap retrieve", "Text-to-video search over a folder with a retrieval model: "
                           "--model output/run/checkpoints/best.safetensors (or --cfg-path P --options model.checkpoint=...)")
@@ -426,70 +330,33 @@ def retrieve_main(argv=None) -> list[dict]:
     p.add_argument("--cache", help="where video embeddings are kept (default: <videos>/.vcap_cache)")
     p.add_argument("--batch-size", type=int, default=16)
     args = p.parse_args(argv)
-    model, processor, _, key = _inference_setup("vcap retrieve", args, "similarity", "retrieval model")
-
+    inf = _inference("vcap retrieve", "similarity", "retrieval model", args)
     root = Path(args.videos)
-    files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
-                   and ".vcap_cache" not in f.parts)
-    if not files:
-        print(f"vcap retrieve: no videos under {root}", file=sys.stderr)
-        raise SystemExit(2)
-    cache = Path(args.cache or root / ".vcap_cache") / f"{key}.pt"
-    known = torch.load(cache, weights_only=True) if cache.is_file() else {}
-    rows, todo = {}, []
-    for f in files:
-        rel, st = str(f.relative_to(root)), f.stat()
-        sig = f"{st.st_size}:{st.st_mtime_ns}"
-        if rel in known and known[rel]["sig"] == sig:
-            rows[rel] = known[rel]
-        else:
-            todo.append((rel, f, sig))
-    skipped = []
-    with torch.no_grad():
-        for s in range(0, len(todo), args.batch_size):
-            clips, masks, names = [], [], []
-            for rel, f, sig in todo[s: s + args.batch_size]:
-                try:
-                    frames, mask = processor.load(f)
-                except VideoDecodeError as e:
-                    skipped.append(f"{rel}: {e.reason}")
-                    continue
-                video, mask = processor(frames, mask=mask)
-                clips.append(video), masks.append(mask), names.append((rel, sig))
-            if clips:
-                emb = model.encode_video({"video": torch.stack(clips), "video_mask": torch.stack(masks)}).float().cpu()
-                for (rel, sig), e in zip(names, emb):
-                    rows[rel] = {"sig": sig, "emb": e}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(rows, cache)
+    cache = Path(args.cache or root / ".vcap_cache")
+    try:
+        names, videos, skipped, new = embed_folder(inf.model, inf.vis["eval"], root, cache, inf.signature,
+                                                   args.batch_size)
+    except FileNotFoundError as e:
+        print(f"vcap retrieve: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     if skipped:
         print(f"{len(skipped)} files could not be decoded and are left out:\n  " + "\n  ".join(skipped), file=sys.stderr)
-    names = sorted(rows)
-    videos = torch.stack([rows[n]["emb"] for n in names])
-    print(f"{len(names)} videos ({len(todo) - len(skipped)} embedded now, the rest from {cache})")
-    results = []
-    with torch.no_grad():
-        text = model.encode_text({"text_input": list(args.query)}).float()
-        sim = model.similarity(text.to(model.device), videos.to(model.device)).float().cpu()
-    for q, row in zip(args.query, sim):
-        top = row.topk(min(args.k, len(names)))
-        hits = [{"video": names[i], "score": float(v)} for v, i in zip(top.values.tolist(), top.indices.tolist())]
-        results.append({"query": q, "results": hits})
-        print(f"\n{q}")
-        for n, h in enumerate(hits, 1):
+    print(f"{len(names)} videos ({new} embedded now, the rest from {cache / inf.signature}.pt)")
+    results = rank_videos(inf.model, args.query, names, videos, args.k)
+    for r in results:
+        print(f"\n{r['query']}")
+        for n, h in enumerate(r["results"], 1):
             print(f"  {n}. {h['score']:.4f}  {h['video']}")
     return results
 
 
 def extract_features_main(argv=None) -> dict:
     """Run a model's frozen encoder once over a split; training then reads ``datasets.<name>.features``."""
-    from vcap.common.registry import registry
     from vcap.datasets.datasets.base import CaptionEvalDataset, load_annotations
     from vcap.datasets.features import extract_features
-    from vcap.processors import build_processor
-    from vcap.processors.tokenizer import TRAINED_TOKENIZERS
 
-    p = _parser("vcap extract-features", "Cache frozen CLIP frame embeddings of a split (CLIPCap-style training).")
+    p = _parser("vcap extract-features", "Cache a model's frozen encoder features of a split (CLIPCap-style "
+                "training without video).")
     p.add_argument("--split", default="train")
     p.add_argument("--out", required=True, help="cache directory (several splits may share it)")
     p.add_argument("--dataset", help="which of the project's datasets (default: its only one)")
@@ -499,23 +366,11 @@ def extract_features_main(argv=None) -> dict:
     for section in cfg.datasets.values():
         section.features = None  # the cache is being written, not read
     name, builder = _split_builder("vcap extract-features", cfg, args.dataset, args.split)
-    from vcap.runners.runner_base import set_seed
-
-    set_seed(cfg.run.seed)  # the initial weights of rank 0 of a training run (a from-scratch frozen encoder)
-    task = registry.get_task_class(cfg.run.task).setup_task(cfg)
-    datasets = task.build_datasets(cfg) if cfg.model.get("tokenizer") in TRAINED_TOKENIZERS and not cfg.model.get("checkpoint") \
-        else {}
-    model = task.build_model(cfg, datasets)
-    if not model.frozen_frame_encoder:
-        print(f"vcap extract-features: {cfg.model.arch} has no frozen encoder to cache (model.freeze_clip, "
-              f"model.freeze_xclip)",
-              file=sys.stderr)
-        raise SystemExit(2)
-    vis = cfg.datasets[name].vis_processor.eval
-    signature = _signature(cfg, vis)
+    inf = _inference("vcap extract-features", "frozen_frame_encoder",
+                     "model with a frozen encoder to cache (model.freeze_clip, model.freeze_xclip)", cfg=cfg, dataset=name)
     dataset = CaptionEvalDataset(load_annotations(builder.annotation_path(args.split)), builder.video_root(),
-                                 build_processor(vis), build_processor(cfg.datasets[name].text_processor.eval))
-    summary = extract_features(model, dataset, args.out, args.split, signature, args.batch_size)
+                                 inf.vis["eval"], inf.txt["eval"])
+    summary = extract_features(inf.model, dataset, args.out, args.split, inf.signature, args.batch_size)
     print(f"{summary['videos']} videos of {name}/{args.split} embedded into {args.out} ({len(summary['bad'])} could "
           f"not be decoded); train from them with --options datasets.{name}.features={args.out}")
     return summary
@@ -535,8 +390,8 @@ def caption_main(argv=None) -> list[dict]:
     p.add_argument("--num-beams", type=int, help="default: run.num_beams of the project")
     p.add_argument("--json", action="store_true", help="print one JSON list of {video, caption} or {video, error}")
     args = p.parse_args(argv)
-    model, processor, gen, _ = _inference_setup("vcap caption", args, "generate", "captioner")
-    gen = {**gen, "num_beams": args.num_beams or gen["num_beams"]}
+    inf = _inference("vcap caption", "generate", "captioner", args)
+    gen, processor = {**inf.generation, "num_beams": args.num_beams or inf.generation["num_beams"]}, inf.vis["eval"]
     out = []
     for path in args.video:
         try:
@@ -548,7 +403,7 @@ def caption_main(argv=None) -> list[dict]:
             continue
         video, mask = processor(frames, mask=mask)
         with torch.no_grad():
-            caption = model.generate({"video": video[None], "video_mask": mask[None]}, **gen)[0]
+            caption = inf.model.generate({"video": video[None], "video_mask": mask[None]}, **gen)[0]
         out.append({"video": path, "caption": caption})
         if not args.json:
             print(f"{path}\t{caption}")

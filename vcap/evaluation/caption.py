@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import logging
 import re
 import shutil
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 METRIC_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 
 
@@ -133,3 +136,51 @@ def _scores_without_java(refs: dict, preds: dict) -> dict:
     out["METEOR"] = out["SPICE"] = None
     out["notes"] = {"METEOR": "unavailable: needs Java", "SPICE": "unavailable: needs Java", "tokenizer": NON_STANDARD}
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Results files in the layouts in circulation (evaluate.py --results / --gt)
+# ------------------------------------------------------------------------------------------------
+def load_predictions(path: str | Path) -> dict[str, str]:
+    """id -> caption from a results file: vcap's ``results/<split>.json`` rows, COCO results
+    (``image_id``/``video_id`` and ``caption``), or a plain ``{id: caption}`` mapping."""
+    data = json.loads(Path(path).read_text())
+    if isinstance(data, dict):
+        return {str(k): str(v) for k, v in data.items()}
+    preds = {}
+    for i, row in enumerate(data):
+        key = next((k for k in ("video_id", "image_id", "id") if k in row), None)
+        text = next((row[k] for k in ("prediction", "caption") if k in row), None)
+        if key is None or not isinstance(text, str):
+            raise ValueError(f"{path}: row {i} needs an id (video_id, image_id or id) and a caption (caption or "
+                             f"prediction); got keys {sorted(row)}")
+        preds.setdefault(str(row[key]), text)
+    return preds
+
+
+def load_references(path: str | Path) -> dict[str, list[str]]:
+    """id -> reference captions from COCO-style ground truth (``annotations`` of ``image_id`` and
+    ``caption``), vcap annotation records (``captions``), vcap results rows (``references``), rows
+    of ``video_id``/``image_id`` and ``caption``, or a plain ``{id: [captions]}`` mapping."""
+    data = json.loads(Path(path).read_text())
+    if isinstance(data, dict) and "annotations" in data:
+        data = data["annotations"]
+    if isinstance(data, dict):
+        return {str(k): [v] if isinstance(v, str) else list(v) for k, v in data.items()}
+    refs: dict[str, list[str]] = {}
+    for i, row in enumerate(data):
+        key = next((k for k in ("video_id", "image_id", "id") if k in row), None)
+        caps = next((row[k] for k in ("references", "captions", "caption") if k in row), None)
+        if key is None or caps is None:
+            raise ValueError(f"{path}: row {i} needs an id (video_id, image_id or id) and references (caption, "
+                             f"captions or references); got keys {sorted(row)}")
+        refs.setdefault(str(row[key]), []).extend([caps] if isinstance(caps, str) else caps)
+    return refs
+
+
+def score_results(results: str, gt: str, java: bool = True) -> dict:
+    preds, refs = load_predictions(results), load_references(gt)
+    extra = [k for k in preds if k not in refs]
+    if extra:
+        log.warning("%d predictions have no references in %s and are ignored, e.g. %s", len(extra), gt, extra[:3])
+    return caption_scores(refs, preds, java=java)

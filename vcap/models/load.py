@@ -1,16 +1,20 @@
-"""``load_model_and_preprocess``: a model and its frame and caption processors in one call, as LAVIS
-users know it (``from vcap import load_model_and_preprocess``)."""
+"""One inference builder: a model with its processors and decoding, from a checkpoint alone or from a project.
+``vcap caption``, ``vcap retrieve``, ``vcap extract-features`` and ``load_model_and_preprocess`` (LAVIS's
+entry point: ``from vcap import load_model_and_preprocess``) all go through ``build_inference``."""
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
 
-def checkpoint_file(path) -> "Path":  # noqa: F821
+def checkpoint_file(path) -> Path:
     """A checkpoint file, or a run's checkpoint directory (its best.safetensors, else last.safetensors)."""
-    from pathlib import Path
-
     path = Path(path)
     if path.is_dir():
         for name in ("best.safetensors", "last.safetensors"):
@@ -24,9 +28,7 @@ def checkpoint_file(path) -> "Path":  # noqa: F821
 
 def checkpoint_config(path) -> dict:
     """What a vcap checkpoint stores to rebuild its model: ``{"model", "task", "vis_processor",
-    "text_processor", "generation"}``."""
-    import json
-
+    "text_processor", "generation", "imports"}``."""
     from vcap.common.checkpoint import read_metadata
 
     meta = read_metadata(path)
@@ -36,26 +38,79 @@ def checkpoint_config(path) -> dict:
     return json.loads(meta["vcap_config"])
 
 
-def load_from_checkpoint(path, device: str = "cpu", is_eval: bool = True):
-    """``(model, {"eval": frame processor}, {"eval": caption processor}, stored config)`` from a checkpoint alone,
-    as ``from_pretrained`` does: frozen pretrained weights are reloaded from the source the config names."""
+@dataclass
+class Inference:
+    """A model ready for inference. ``vis`` / ``txt``: the frame and caption processors by split (a checkpoint
+    alone stores the evaluation ones only); ``generation``: the run's decoding settings; ``signature``: what
+    embeddings computed by it depend on (model config, frame processor, checkpoint file), for caches."""
+
+    model: object
+    vis: dict
+    txt: dict
+    generation: dict
+    signature: str
+
+
+def _stamp(path) -> str:
+    path = Path(path)
+    return f"{path.resolve()}:{path.stat().st_mtime_ns}"
+
+
+def build_inference(cfg=None, checkpoint=None, dataset: str | None = None, device: str = "cpu",
+                    is_eval: bool = True) -> Inference:
+    """From ``checkpoint`` alone (its stored config; frozen pretrained weights are reloaded from the source the
+    config names, as ``from_pretrained`` does) or from a built project ``cfg`` (``build_config``), whose
+    ``dataset`` (default its first) gives the processors. The model is built as rank 0 of a training run
+    builds it: seeded with ``run.seed``, and a tokenizer learned from captions is learned from the project's
+    data when no checkpoint stores one."""
+    from vcap.common.config import import_user_modules, run_config
     from vcap.common.registry import registry
     from vcap.processors import build_processor
+    from vcap.processors.tokenizer import TRAINED_TOKENIZERS
+    from vcap.runners.runner_base import set_seed
 
-    from vcap.common.config import import_user_modules
-
-    path = checkpoint_file(path)
-    stored = checkpoint_config(path)
-    import_user_modules(stored.get("imports"))  # a user's model registers itself when its module is imported
-    with tempfile.TemporaryDirectory() as out:  # a stored word tokenizer is written here, then loaded
-        cfg = OmegaConf.create({"model": {**stored["model"], "checkpoint": str(path)}, "datasets": {},
-                                "run": {"task": stored["task"], "output_dir": out}})
-        model = registry.get_task_class(stored["task"]).setup_task(cfg).build_model(cfg, {})
+    if (cfg is None) == (checkpoint is None):
+        raise ValueError("give a checkpoint or a project config (one of them)")
+    with tempfile.TemporaryDirectory() as out:  # a stored or learned word tokenizer is written here, then loaded
+        if checkpoint is not None:
+            path = checkpoint_file(checkpoint)
+            stored = checkpoint_config(path)
+            import_user_modules(stored.get("imports"))  # a user's model registers itself when imported
+            cfg = OmegaConf.create({"model": {**stored["model"], "checkpoint": str(path)}, "datasets": {},
+                                    "run": {"task": stored["task"], "output_dir": out}})
+            processors = {"vis": {"eval": stored["vis_processor"]}, "txt": {"eval": stored["text_processor"]}}
+            generation = stored["generation"]
+            signature = json.dumps(stored, sort_keys=True) + _stamp(path)
+        else:
+            name = dataset or next(iter(cfg.datasets))
+            if name not in cfg.datasets:
+                raise ValueError(f"dataset {name!r} is not in the project; expected one of {list(cfg.datasets)}")
+            section = cfg.datasets[name]
+            processors = {"vis": dict(section.vis_processor), "txt": dict(section.text_processor)}
+            r = run_config(cfg)
+            generation = {"num_beams": r.num_beams, "max_new_tokens": r.max_new_tokens,
+                          "min_new_tokens": r.min_new_tokens}
+            ckpt = cfg.model.get("checkpoint")
+            signature = (OmegaConf.to_yaml(cfg.model) + OmegaConf.to_yaml(section.vis_processor.eval)
+                         + (_stamp(ckpt) if ckpt else ""))
+            cfg = copy.deepcopy(cfg)  # the caller's config keeps its output_dir
+            cfg.run.output_dir = out
+        set_seed(int(cfg.run.get("seed", 42)))
+        task = registry.get_task_class(cfg.run.task).setup_task(cfg)
+        learns = cfg.model.get("tokenizer") in TRAINED_TOKENIZERS and not cfg.model.get("checkpoint")
+        model = task.build_model(cfg, task.build_datasets(cfg) if learns else {})
     model = model.to(device)
     model.eval() if is_eval else model.train()
-    vis = {"eval": build_processor(OmegaConf.create(stored["vis_processor"]))}
-    txt = {"eval": build_processor(OmegaConf.create(stored["text_processor"]))}
-    return model, vis, txt, stored
+    build = {kind: {split: build_processor(OmegaConf.create(c)) for split, c in p.items()}
+             for kind, p in processors.items()}
+    return Inference(model, build["vis"], build["txt"], generation,
+                     hashlib.sha256(signature.encode()).hexdigest()[:16])
+
+
+def load_from_checkpoint(path, device: str = "cpu", is_eval: bool = True):
+    """``(model, {"eval": frame processor}, {"eval": caption processor})`` from a checkpoint alone."""
+    inf = build_inference(checkpoint=path, device=device, is_eval=is_eval)
+    return inf.model, inf.vis, inf.txt
 
 
 def load_model_and_preprocess(name: str | None = None, model_type: str = "tiny", is_eval: bool = True,
@@ -79,35 +134,24 @@ def load_model_and_preprocess(name: str | None = None, model_type: str = "tiny",
     """
     from vcap.common.config import build_config
     from vcap.common.registry import registry
-    from vcap.processors import build_processor
     from vcap.processors.tokenizer import TRAINED_TOKENIZERS
 
     if name is None:
         if checkpoint is None:
             raise ValueError("give a model name (and model_type), or checkpoint= a vcap checkpoint")
-        return load_from_checkpoint(checkpoint, device, is_eval)[:3]
-    cls = registry.get_model_class(name)
-    captioner = hasattr(cls, "generate")
+        return load_from_checkpoint(checkpoint, device, is_eval)
+    captioner = hasattr(registry.get_model_class(name), "generate")
     if dataset is None:
-        family = "synthetic" if model_type == "tiny" else "msrvtt"
-        dataset = f"{family}_{'caption' if captioner else 'retrieval'}"
-    with tempfile.TemporaryDirectory() as out:  # a trained word tokenizer is written here, then loaded
-        cfg = build_config(OmegaConf.create({
-            "model": {"arch": name, "model_type": model_type, **({"checkpoint": checkpoint} if checkpoint else {}),
-                      **model_options},
-            "datasets": {dataset: {}},
-            "run": {"task": "captioning" if captioner else "retrieval", "output_dir": out}}))
-        task = registry.get_task_class(cfg.run.task).setup_task(cfg)
-        if cfg.model.get("tokenizer") in TRAINED_TOKENIZERS and not checkpoint:
-            raise ValueError(f"{name} {model_type!r} uses a tokenizer learned from training captions: pass "
-                             f"checkpoint= (it stores the tokenizer) or tokenizer= a tokenizer file or directory")
-        model = task.build_model(cfg, {})
-    model = model.to(device)
-    model.eval() if is_eval else model.train()
-    section = cfg.datasets[dataset]
-    vis = {k: build_processor(section.vis_processor[k]) for k in ("train", "eval")}
-    txt = {k: build_processor(section.text_processor[k]) for k in ("train", "eval")}
-    return model, vis, txt
+        dataset = f"{'synthetic' if model_type == 'tiny' else 'msrvtt'}_{'caption' if captioner else 'retrieval'}"
+    cfg = build_config(OmegaConf.create({
+        "model": {"arch": name, "model_type": model_type, **({"checkpoint": checkpoint} if checkpoint else {}),
+                  **model_options},
+        "datasets": {dataset: {}}, "run": {"task": "captioning" if captioner else "retrieval", "output_dir": "."}}))
+    if cfg.model.get("tokenizer") in TRAINED_TOKENIZERS and not checkpoint:
+        raise ValueError(f"{name} {model_type!r} uses a tokenizer learned from training captions: pass "
+                         f"checkpoint= (it stores the tokenizer) or tokenizer= a tokenizer file or directory")
+    inf = build_inference(cfg, device=device, is_eval=is_eval)
+    return inf.model, inf.vis, inf.txt
 
 
 def load_model(name: str, model_type: str = "tiny", is_eval: bool = True, device: str = "cpu",

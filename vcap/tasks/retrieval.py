@@ -66,3 +66,62 @@ class RetrievalTask(BaseTask):
                                         "top5": [ids[v] for v in details["top5"][n]]} for n, t in enumerate(keep_t)],
                                       indent=1))
         return dist.broadcast_object(metrics)
+
+
+# ------------------------------------------------------------------------------------------------
+# Search over a folder of videos (`vcap retrieve`): embeddings cached per model and file
+# ------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def embed_folder(model, processor, root: Path, cache_dir: Path, signature: str,
+                 batch_size: int = 16) -> tuple[list[str], torch.Tensor, list[str], int]:
+    """Every video (or image) under ``root`` embedded once: ``cache_dir/<signature>.pt`` keeps each file's
+    embedding by relative path with its size and mtime, so a changed file is embedded again. Returns
+    (relative names, (N, D) embeddings, files that could not be decoded with why, how many were embedded now)."""
+    from vcap.datasets.prepare.common import VIDEO_EXTENSIONS
+    from vcap.datasets.video import IMAGE_EXTENSIONS, VideoDecodeError
+
+    files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
+                   and cache_dir not in f.parents)
+    if not files:
+        raise FileNotFoundError(f"no videos under {root}")
+    cache = cache_dir / f"{signature}.pt"
+    known = torch.load(cache, weights_only=True) if cache.is_file() else {}
+    rows, todo, skipped = {}, [], []
+    for f in files:
+        rel, st = str(f.relative_to(root)), f.stat()
+        sig = f"{st.st_size}:{st.st_mtime_ns}"
+        if rel in known and known[rel]["sig"] == sig:
+            rows[rel] = known[rel]
+        else:
+            todo.append((rel, f, sig))
+    for s in range(0, len(todo), batch_size):
+        clips, masks, names = [], [], []
+        for rel, f, sig in todo[s: s + batch_size]:
+            try:
+                frames, mask = processor.load(f)
+            except VideoDecodeError as e:
+                skipped.append(f"{rel}: {e.reason}")
+                continue
+            video, mask = processor(frames, mask=mask)
+            clips.append(video), masks.append(mask), names.append((rel, sig))
+        if clips:
+            emb = model.encode_video({"video": torch.stack(clips), "video_mask": torch.stack(masks)}).float().cpu()
+            for (rel, sig), e in zip(names, emb):
+                rows[rel] = {"sig": sig, "emb": e}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(rows, cache)
+    names = sorted(rows)
+    return names, torch.stack([rows[n]["emb"] for n in names]), skipped, len(todo) - len(skipped)
+
+
+@torch.no_grad()
+def rank_videos(model, queries: list[str], names: list[str], videos: torch.Tensor, k: int) -> list[dict]:
+    """``[{"query", "results": [{"video", "score"}, ...]}]``: the top ``k`` videos per text query."""
+    text = model.encode_text({"text_input": list(queries)}).float()
+    sim = model.similarity(text.to(model.device), videos.to(model.device)).float().cpu()
+    out = []
+    for q, row in zip(queries, sim):
+        top = row.topk(min(k, len(names)))
+        out.append({"query": q, "results": [{"video": names[i], "score": float(v)}
+                                            for v, i in zip(top.values.tolist(), top.indices.tolist())]})
+    return out
