@@ -233,3 +233,41 @@ def test_processor_frame_size_follows_the_model_unless_the_project_sets_it():
         build_config(OmegaConf.create(base))
     cfg = build_config("projects/clipcap_coco_transformer.yaml")  # RN50x4: 288 px
     assert cfg.datasets.coco_caption.vis_processor.eval.image_size == 288
+
+
+def test_dataset_sections_have_one_schema_with_its_defaults_written_once():
+    """DatasetConfig holds what every dataset card shares; no card repeats a default."""
+    import dataclasses
+
+    from vcap.common.config import DATASET_DEFAULTS, DatasetConfig
+
+    cfg = build_config(project(datasets={"synthetic_caption": {}, "msrvtt_caption": {}}))
+    assert cfg.datasets.msrvtt_caption.train_storage == "files" and cfg.datasets.msrvtt_caption.features is None
+    assert cfg.datasets.synthetic_caption.cache_decoded is True  # the one card that changes a default
+    shared = [f.name for f in dataclasses.fields(DatasetConfig) if f.name in DATASET_DEFAULTS]
+    for card in (REPO / "vcap" / "configs" / "datasets").rglob("*.yaml"):
+        values = OmegaConf.load(card)
+        assert not [k for k in shared if k in values and values[k] == DATASET_DEFAULTS[k]], card
+    found = problems(project(datasets={"synthetic_caption": {"train_captions": "each", "cache_decoded": "yes",
+                                                             "train_storag": "files"}}))
+    assert "datasets.synthetic_caption.train_captions: got 'each' (str), expected one of 'all', 'one'" in found
+    assert "datasets.synthetic_caption.cache_decoded: got 'yes' (str), expected bool" in found
+    assert any(p.startswith("datasets.synthetic_caption.train_storag: unknown key") and "'train_storage'" in p
+               for p in found) and len(found) == 3, found
+
+
+def test_checks_that_used_to_wait_for_the_runner_happen_in_build_config():
+    """A monitor no evaluation reports (found after the first epoch before), shards without their index, and a
+    ViT cache with FSDP or a random-sampling training processor (found in the runner before)."""
+    text = "\n".join(problems(project(run={"task": "captioning", "output_dir": "o", "monitor": "CIDer"})))
+    assert "run.monitor: 'CIDer' is not a metric the captioning task reports" in text and "did you mean 'CIDEr'" in text
+    build_config(project(run={"task": "captioning", "output_dir": "o", "monitor": "attr_direction_sign"}))
+    text = "\n".join(problems(project(datasets={"synthetic_caption": {"train_storage": "webdataset"}})))
+    assert "datasets.synthetic_caption.train_shards: not set, but train_storage is 'webdataset'" in text
+    text = "\n".join(problems(project(run={"task": "captioning", "output_dir": "o", "cache_vit_features": True,
+                                           "fsdp": True})))
+    assert "run.cache_vit_features cannot be combined with run.fsdp" in text
+    assert "datasets.synthetic_caption.vis_processor.train is video_train with sampling 'rand'" in text
+    text = "\n".join(problems(project(model={"arch": "clipcap"}, run={"task": "captioning", "output_dir": "o",
+                                                                       "cache_vit_features": True})))
+    assert "model.arch 'clipcap' has no ViT feature cache" in text

@@ -331,9 +331,9 @@ def test_cache_vit_features_needs_repeating_clips_and_then_hits(tmp_path):
             "model.freeze_vit=true"]
     p = subprocess.run([sys.executable, "train.py", "--cfg-path", project, *options(ds, tmp_path / "refused", *base)],
                        cwd=REPO, env=env(tmp_path), capture_output=True, text=True, timeout=300)
-    assert p.returncode != 0
-    assert "run.cache_vit_features: datasets.synthetic_caption 'train' uses VideoTrainProcessor with sampling 'rand'" \
-        in p.stderr
+    assert p.returncode == 2 and "vcap: invalid config" in p.stderr  # refused by build_config, before any data
+    assert "run.cache_vit_features: datasets.synthetic_caption.vis_processor.train is video_train with sampling " \
+           "'rand' and a random crop" in p.stderr and not (tmp_path / "refused").exists()
     ok = tmp_path / "cached"
     p = run([sys.executable, "train.py", "--cfg-path", project, *options(
         ds, ok, *base, f"datasets.{ds}.vis_processor.train={{name: video_eval, num_frames: 4, sampling: uniform, "

@@ -198,8 +198,8 @@ def check_main(argv=None) -> int:
         builder = registry.get_builder_class(name)(section, name)
         generated = type(builder).prepare is not registry.get_builder_class("custom_caption").prepare
         for split in builder.splits():
-            if split == "train" and section.get("train_storage", "files") == "webdataset":
-                shards = Path(str(section.get("train_shards")))
+            if split == "train" and section.train_storage == "webdataset":
+                shards = Path(str(section.train_shards))
                 ok = shards.exists()
                 problems += not ok
                 print(f"{name} {split}: shards {shards} {'found' if ok else 'DO NOT EXIST'}")

@@ -121,6 +121,28 @@ class RunConfig:
     log_freq: int = 10
 
 
+@dataclass
+class DatasetConfig:
+    """Typed schema of a ``datasets.<name>`` section. Defaults live here and nowhere else: a dataset card gives
+    ``build_info`` and the processors, and one of these only where its data need another value."""
+
+    build_info: dict  # the builder's: annotations ({split: file or null}) and videos, or a generator's settings
+    vis_processor: dict  # {train: ..., eval: ...}, each checked against its processor's arguments
+    text_processor: dict
+    type: str = "default"  # which of the builder's cards
+    # all: one training item per caption; one: one item per video, its caption drawn each epoch
+    train_captions: Literal["all", "one"] = "all"
+    # files reads build_info.videos; webdataset streams the train split from the shards `vcap shard` or
+    # video2dataset wrote (train_shards: their index.json or folder), for several nodes on shared storage
+    train_storage: Literal["files", "webdataset"] = "files"
+    train_shards: Optional[str] = None
+    cache_decoded: bool = False  # keep decoded clips in memory: only for datasets that fit
+    features: Optional[str] = None  # frozen-encoder features `vcap extract-features` wrote: used instead of video
+
+
+DATASET_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DatasetConfig) if f.default is not dataclasses.MISSING}
+
+
 def _type_name(tp) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -154,8 +176,9 @@ def _check_type(value: Any, tp) -> bool:
     return isinstance(value, tp)
 
 
-def validate_run(run: dict, schema=RunConfig, prefix: str = "run") -> list[str]:
-    """Problems in a resolved ``run`` section (or a nested section of it), all of them."""
+def validate_section(run: dict, schema=RunConfig, prefix: str = "run") -> list[str]:
+    """Problems in a resolved section (``run``, a nested section of it, a dataset) against its dataclass, all
+    of them."""
     problems = []
     fields = {f.name: f for f in dataclasses.fields(schema)}
     hints = typing.get_type_hints(schema)
@@ -164,7 +187,7 @@ def validate_run(run: dict, schema=RunConfig, prefix: str = "run") -> list[str]:
             problems.append(f"{prefix}.{key}: unknown key (value {value!r}){_closest(key, fields)}")
         elif dataclasses.is_dataclass(hints[key]):
             if isinstance(value, dict):
-                problems.extend(validate_run(value, hints[key], f"{prefix}.{key}"))
+                problems.extend(validate_section(value, hints[key], f"{prefix}.{key}"))
             elif not isinstance(value, hints[key]):
                 problems.append(f"{prefix}.{key}: got {value!r}, expected a mapping of {hints[key].__name__} keys")
         elif not _check_type(value, hints[key]):
@@ -282,12 +305,16 @@ PROCESSOR_KEYS = ("vis_processor", "text_processor")
 
 
 def _check_dataset(section: DictConfig, card: DictConfig, merged: DictConfig, prefix: str) -> list[str]:
-    """Unknown keys against the card; processor sections against their processor's arguments."""
+    """The merged section against ``DatasetConfig``; ``build_info`` against the card's keys; processor sections
+    against their processor's arguments."""
     from vcap.processors.base import check_processor_section  # processors import this module
 
-    valid = OmegaConf.merge(card, {"type": "default"})
-    rest = OmegaConf.create({k: v for k, v in section.items() if k not in PROCESSOR_KEYS})
-    problems = _unknown_keys(rest, valid, prefix)
+    try:
+        problems = validate_section(OmegaConf.to_container(merged, resolve=True), DatasetConfig, prefix)
+    except Exception as e:  # an interpolation that does not resolve
+        return [f"{prefix}: cannot resolve interpolations: {e}"]
+    if isinstance(section.get("build_info"), DictConfig) and isinstance(card.get("build_info"), DictConfig):
+        problems += _unknown_keys(section.build_info, card.build_info, f"{prefix}.build_info")
     for key in PROCESSOR_KEYS:
         for split, proc in (merged.get(key) or {}).items():
             if split not in ("train", "eval"):
@@ -362,7 +389,7 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
             try:
                 card = _dataset_card(name, section.get("type", "default"))
                 card = _drop_replaced_processors(card, section)
-                merged.datasets[name] = OmegaConf.merge(card, section)
+                merged.datasets[name] = OmegaConf.merge(DATASET_DEFAULTS, card, section)
                 problems.extend(_check_dataset(section, card, merged.datasets[name], f"datasets.{name}"))
             except (KeyError, ConfigError) as e:
                 problems.extend(e.problems if isinstance(e, ConfigError) else [f"datasets.{name}: {e.args[0]}"])
@@ -378,7 +405,7 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
         problems.append(f"run: cannot resolve interpolations: {e}")
         run = None
     if run is not None:
-        problems.extend(validate_run(run))
+        problems.extend(validate_section(run))
         if not problems:
             for key in ("task", "runner", "lr_sched"):
                 kind = {"lr_sched": "lr_scheduler"}.get(key, key)
@@ -391,6 +418,7 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
             merged.run.monitor = run["monitor"]
         if not problems:
             problems.extend(_check_mixing(run, merged.datasets))
+            problems.extend(_check_before_work(run, merged))
         if not problems:
             merged.run = OmegaConf.merge(OmegaConf.structured(_from_dict(RunConfig, run)), merged.run)
 
@@ -452,6 +480,56 @@ def _fit_image_sizes(merged: DictConfig, user: DictConfig) -> list[str]:
 def _has_train_split(name: str, section: DictConfig, splits: list) -> bool:
     """Whether the dataset's builder has one of ``splits`` (the builder decides, as it will when the run builds it)."""
     return bool(set(splits) & set(registry.get_builder_class(name)(section, name).splits()))
+
+
+def _check_before_work(run: dict, cfg: DictConfig) -> list[str]:
+    """What the runner would otherwise find only once it runs: a monitor no evaluation reports, shards without
+    their index, a ViT feature cache that cannot work."""
+    problems = []
+    task = registry.get_task_class(run["task"])
+    if run.get("monitor") and hasattr(task, "METRICS"):
+        known = list(task.METRICS) + [m for name in cfg.datasets for m in registry.get_builder_class(name).EXTRA_METRICS]
+        if run["monitor"] not in known:
+            problems.append(f"run.monitor: {run['monitor']!r} is not a metric the {run['task']} task reports; expected "
+                            f"one of {known} (or null: keep the last epoch){_closest(run['monitor'], known)}")
+    for name, section in cfg.datasets.items():
+        if section.train_storage == "webdataset" and not section.train_shards:
+            problems.append(f"datasets.{name}.train_shards: not set, but train_storage is 'webdataset'; expected the "
+                            f"index.json `vcap shard` wrote or video2dataset's folder")
+    if run.get("cache_vit_features"):
+        problems.extend(_check_vit_cache(run, cfg))
+    return problems
+
+
+def _check_vit_cache(run: dict, cfg: DictConfig) -> list[str]:
+    """``run.cache_vit_features`` only where cached ViT outputs are right and get reused."""
+    from vcap.processors import build_processor
+
+    model_cls = registry.get_model_class(cfg.model.arch)
+    if not hasattr(model_cls, "enable_vit_cache"):
+        return [f"run.cache_vit_features: model.arch {cfg.model.arch!r} has no ViT feature cache (BLIP-2 captioners "
+                f"have one; CLIP-feature models use `vcap extract-features` instead)"]
+    problems = []
+    if run.get("fsdp"):
+        problems.append("run.cache_vit_features cannot be combined with run.fsdp: a sharded ViT must run its forward "
+                        "on every rank together, and cache hits differ per rank")
+    if cfg.model.get("freeze_vit") is False:
+        problems.append("run.cache_vit_features needs a frozen ViT (model.freeze_vit: true): a ViT that trains gives "
+                        "new outputs every step")
+    if run.get("evaluate_only"):
+        return problems
+    for name, section in cfg.datasets.items():
+        proc = section.vis_processor.get("train")
+        if proc is None or "train" not in run.get("train_splits", ["train"]):
+            continue
+        built = build_processor(proc)
+        if not getattr(built, "deterministic", True):
+            problems.append(
+                f"run.cache_vit_features: datasets.{name}.vis_processor.train is {proc.name} with sampling "
+                f"{built.sampling!r}{' and a random crop' if getattr(built, 'augments', False) else ''}: its clips "
+                f"change every epoch, so cached ViT outputs would never be reused. Use the video_eval processor with "
+                f"uniform (or fps) sampling for training, or turn the cache off")
+    return problems
 
 
 def _check_mixing(run: dict, datasets: DictConfig) -> list[str]:

@@ -119,6 +119,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8) -> No
     video.write_video(path, frames, fps, pix_fmt="yuv444p", options={"crf": "12", "preset": "veryfast"})
 
 
+ATTRIBUTES = ("colour", "shape", "size", "direction", "background")  # _word_values' keys
+
+
 def _word_values() -> dict[str, dict[str, str]]:
     """attribute -> {caption word: attribute value}."""
     return {

@@ -170,27 +170,9 @@ class RunnerBase:
         self.setup_vit_cache()
 
     def setup_vit_cache(self) -> None:
-        """``run.cache_vit_features``: refused, naming the reason, unless every training clip repeats its pixels."""
-        r = self.run
-        if not r.cache_vit_features:
-            return
-        arch = self.cfg.model.arch
-        if not hasattr(self.model, "enable_vit_cache"):
-            raise ValueError(f"run.cache_vit_features: model.arch {arch!r} has no ViT feature cache (BLIP-2 "
-                             f"captioners have one; CLIP-feature models use `vcap extract-features` instead)")
-        if r.fsdp:
-            raise ValueError("run.cache_vit_features cannot be combined with run.fsdp: a sharded ViT must run its "
-                             "forward on every rank together, and cache hits differ per rank")
-        for name, splits in self.datasets.items():
-            for split in r.train_splits:
-                proc = getattr(splits.get(split), "vis_processor", None)
-                if proc is not None and not getattr(proc, "deterministic", True):
-                    raise ValueError(
-                        f"run.cache_vit_features: datasets.{name} {split!r} uses {type(proc).__name__} with sampling "
-                        f"{proc.sampling!r}{' and a random crop' if getattr(proc, 'augments', False) else ''}: its "
-                        f"clips change every epoch, so cached ViT outputs would never be reused. Use the video_eval "
-                        f"processor with uniform (or fps) sampling for training, or turn the cache off")
-        self.model.enable_vit_cache(int(r.vit_cache_gb * 1e9))
+        """``run.cache_vit_features`` (build_config refused it where it cannot work or be reused)."""
+        if self.run.cache_vit_features:
+            self.model.enable_vit_cache(int(self.run.vit_cache_gb * 1e9))
 
     # -- set-up ----------------------------------------------------------------------------------
     def save_config(self) -> None:

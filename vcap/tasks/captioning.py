@@ -8,7 +8,7 @@ import torch
 
 from vcap.common import dist
 from vcap.common.registry import registry
-from vcap.evaluation.caption import caption_scores
+from vcap.evaluation.caption import METRIC_KEYS, caption_scores
 from vcap.tasks.base_task import BaseTask
 
 
@@ -24,6 +24,8 @@ def write_coco_gt(refs: dict[str, list[str]], path: Path) -> None:
 @registry.register_task("captioning")
 class CaptioningTask(BaseTask):
     DEFAULT_MONITOR = "CIDEr"  # run.monitor when the project does not set it (null: keep the last epoch)
+    # what evaluation reports, so run.monitor is checked before any work (a dataset may add its own)
+    METRICS = METRIC_KEYS + ("SPICE", "num_videos", "num_bad_videos")
 
     def gen_cfg(self) -> dict:
         r = self.run

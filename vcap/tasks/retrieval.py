@@ -23,6 +23,9 @@ def _gather_rows(local: list[tuple[int, torch.Tensor]], n: int) -> torch.Tensor:
 @registry.register_task("retrieval")
 class RetrievalTask(BaseTask):
     DEFAULT_MONITOR = "t2v_R1"  # run.monitor when the project does not set it (null: keep the last epoch)
+    # what evaluation reports, so run.monitor is checked before any work
+    METRICS = tuple(f"{d}_{m}" for d in ("t2v", "v2t") for m in ("R1", "R5", "R10", "MdR", "MnR")) + (
+        "num_videos", "num_bad_videos")
 
     @torch.no_grad()
     def evaluate(self, model, loader, dataset, split: str, output_dir: Path) -> dict:

@@ -20,6 +20,7 @@ class BaseBuilder:
 
     DATASET_CONFIG_DICT: dict[str, str] = {}
     CONVERTER: str | None = None  # the `vcap prepare` converter that writes this builder's annotation files
+    EXTRA_METRICS: tuple[str, ...] = ()  # metrics its evaluation datasets add (``extra_metrics``)
     train_dataset_cls = CaptionTrainDataset
     eval_dataset_cls = CaptionEvalDataset
 
@@ -39,7 +40,7 @@ class BaseBuilder:
         """The splits with an annotation file (null turns a split of the card off); train also when it is
         streamed from shards."""
         out = [k for k, v in self.config.build_info.annotations.items() if v]
-        streamed = self.config.get("train_storage", "files") == "webdataset" and self.config.get("train_shards")
+        streamed = self.config.train_storage == "webdataset" and self.config.train_shards
         return out + ["train"] if streamed and "train" not in out else out
 
     def build_datasets(self, seed: int = 0) -> dict:
@@ -49,14 +50,14 @@ class BaseBuilder:
         vis = {k: build_processor(self.config.vis_processor.get(k)) for k in ("train", "eval")}
         txt = {k: build_processor(self.config.text_processor.get(k)) for k in ("train", "eval")}
         out = {}
-        cache = bool(self.config.get("cache_decoded", False))
+        cache = self.config.cache_decoded
         features = None
-        if self.config.get("features"):
+        if self.config.features:
             from vcap.datasets.features import FeatureStore
 
             features = FeatureStore(self.config.features)
         for split in self.splits():
-            if split == "train" and self.config.get("train_storage", "files") == "webdataset":
+            if split == "train" and self.config.train_storage == "webdataset":
                 out[split] = self.shard_dataset(vis["train"], txt["train"], seed)
                 continue
             records = self.load_split(split)
@@ -65,7 +66,7 @@ class BaseBuilder:
             if split == "train":
                 out[split] = self.train_dataset_cls(records, self.video_root(), vis["train"], txt["train"], seed=seed,
                                                     cache_decoded=cache, features=features,
-                                                    captions=self.config.get("train_captions", "all"))
+                                                    captions=self.config.train_captions)
             else:
                 out[split] = self.eval_dataset_cls(records, self.video_root(), vis["eval"], txt["eval"], seed=seed,
                                                    cache_decoded=cache, features=features)
@@ -111,11 +112,7 @@ class BaseBuilder:
     def shard_dataset(self, vis, txt, seed: int):
         from vcap.datasets.shards import ShardTrainDataset
 
-        index = self.config.get("train_shards")
-        if not index:
-            raise ValueError(f"datasets.{self.name}.train_storage is 'webdataset' but train_shards is not set; "
-                             "expected the index.json that `vcap shard` wrote")
-        return ShardTrainDataset(index, vis, txt, seed=seed, captions=self.config.get("train_captions", "all"))
+        return ShardTrainDataset(self.config.train_shards, vis, txt, seed=seed, captions=self.config.train_captions)
 
 
 class RetrievalBuilderMixin:

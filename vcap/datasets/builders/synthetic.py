@@ -6,7 +6,7 @@ from pathlib import Path
 from vcap.common.registry import registry
 from vcap.datasets.builders.base import BaseBuilder, RetrievalBuilderMixin
 from vcap.datasets.datasets.base import CaptionEvalDataset
-from vcap.datasets.synthetic import SyntheticSpec, attribute_accuracy, generate
+from vcap.datasets.synthetic import ATTRIBUTES, SyntheticSpec, attribute_accuracy, generate
 
 
 class SyntheticCaptionEvalDataset(CaptionEvalDataset):
@@ -38,6 +38,7 @@ class _SyntheticBuilder(BaseBuilder):
 
 @registry.register_builder("synthetic_caption")
 class SyntheticCaptionBuilder(_SyntheticBuilder):
+    EXTRA_METRICS = tuple(f"attr_{a}" for a in ATTRIBUTES) + ("attr_direction_sign",)
     DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic/caption.yaml"}
     eval_dataset_cls = SyntheticCaptionEvalDataset
 
