@@ -25,7 +25,8 @@ def test_linear_warmup_then_cosine():
     for _ in range(110):
         lrs.append(opt.param_groups[0]["lr"] / 0.5)
         sched.step()
-    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    # timm's warm-up, as LAVIS's warmup_lr_schedule: warmup_lr (0) at step 0, init_lr at warmup_steps
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(5e-4) and lrs[9] == pytest.approx(9e-4)
     assert lrs[10] == pytest.approx(1e-3)
     assert lrs[60] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * 0.5)))
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
@@ -33,3 +34,21 @@ def test_linear_warmup_then_cosine():
     other = LinearWarmupCosineLR(opt, total_steps=110, init_lr=1e-3, min_lr=1e-5, warmup_steps=10)
     other.load_state_dict(state)
     assert opt.param_groups[0]["lr"] == pytest.approx(sched.lr_at(110) * 0.5)
+
+
+def test_groups_keep_their_lr_scale_through_warmup_and_floor():
+    """timm computes the schedule's shape; each group scales it, warm-up start and floor included (timm's own
+    absolute warmup_lr_init / lr_min would make a 1e-3 group warm down from 1e-5 and end above its base)."""
+    from vcap.common.optim import ConstantLR
+
+    p, q = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([{"params": [p], "lr_scale": 1.0}, {"params": [q], "lr_scale": 1e-3}], lr=1.0)
+    sched = LinearWarmupCosineLR(opt, total_steps=20, init_lr=1e-3, min_lr=1e-5, warmup_steps=4, warmup_lr=1e-4)
+    seen = []
+    for _ in range(21):
+        seen.append([g["lr"] for g in opt.param_groups])
+        sched.step()
+    assert all(b == pytest.approx(a * 1e-3) for a, b in seen)
+    assert seen[0][1] == pytest.approx(1e-7) and seen[4][1] == pytest.approx(1e-6) and seen[20][1] == pytest.approx(1e-8)
+    const = ConstantLR(opt, total_steps=20, init_lr=1e-3, warmup_steps=2, warmup_lr=0.0)
+    assert [const.lr_at(s) for s in (0, 1, 2, 19)] == pytest.approx([0.0, 5e-4, 1e-3, 1e-3])

@@ -200,3 +200,22 @@ def test_broken_files_raise_decode_errors_naming_file_and_reason(tmp_path, video
         assert e.value.path == str(path) and reason in e.value.reason, (path, e.value.reason)
     with pytest.raises(VideoDecodeError, match="no frame between start=100"):
         read_frames(videos["h264_mp4"], 4, start=100, end=110, backend=backend)
+
+
+def test_bytes_in_memory_decode_like_their_file(videos, tmp_path):
+    """Shard samples are decoded from io.BytesIO (no temporary file): the same frames as the file, seeking and
+    the sequential fallback included; an image by its name's extension; an empty sample is a decode error."""
+    from PIL import Image
+
+    from vcap.datasets.video import VideoBytes
+
+    for name in ("h264_mp4", "vfr", "rotated"):
+        sample = VideoBytes(f"shard::{videos[name].name}", videos[name].read_bytes())
+        for seek in (True, False):
+            assert torch.equal(read_frames(sample, 6, "rand", seed=2, seek=seek),
+                               read_frames(videos[name], 6, "rand", seed=2))
+    Image.fromarray(moving_clip(1, 24, 40)[0]).save(tmp_path / "x.png")
+    image = VideoBytes("shard::x.png", (tmp_path / "x.png").read_bytes())
+    assert torch.equal(read_frames(image, 2), read_frames(tmp_path / "x.png", 2))
+    with pytest.raises(VideoDecodeError, match=r"'shard::empty.mp4': the sample is empty"):
+        read_frames(VideoBytes("shard::empty.mp4", b""), 4)

@@ -99,29 +99,14 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward returns the gradient of this rank's slice (summed over ranks)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.device = x.device
-        x = x.contiguous().to(comm_device())
-        out = [torch.empty_like(x) for _ in range(get_world_size())]
-        dist.all_gather(out, x)
-        return tuple(o.to(ctx.device) for o in out)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        grad = torch.stack(grads).to(comm_device())
-        dist.all_reduce(grad)
-        return grad[get_rank()].to(ctx.device)
-
-
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` from all ranks along dim 0; gradients flow back to the local part."""
+    """Concatenate ``x`` from all ranks along dim 0; gradients flow back to the local part, summed over ranks
+    (``torch.distributed.nn.all_gather``, as open_clip gathers its features), communicated on ``comm_device``."""
     if not is_dist() or get_world_size() == 1:
         return x
-    return torch.cat(_GatherWithGrad.apply(x), dim=0)
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous().to(comm_device())), dim=0).to(x.device)
 
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,6 @@
 """Optimizer parameter groups and per-step learning-rate schedules."""
 from __future__ import annotations
 
-import math
-
 import torch
 
 from vcap.common.registry import registry
@@ -28,25 +26,32 @@ def param_groups(model: torch.nn.Module, weight_decay: float, lr_scales: dict[st
     ]
 
 
-class _StepScheduler:
-    """Sets every group's lr from a function of the global step (``lr_scale`` applied per group)."""
+class _TimmSchedule:
+    """A timm scheduler (``timm.scheduler``) run per optimizer step on the schedule's shape (base 1.0), so that each
+    parameter group keeps its ``lr_scale``: group lr = ``init_lr * lr_scale * factor``, warm-up from
+    ``warmup_lr`` and the floor ``min_lr`` scaled alike. (timm's own ``warmup_lr_init`` and ``lr_min`` are absolute:
+    run on the groups themselves, a CLIP4Clip group at ``coef_lr`` 1e-3 would warm down and end above its base.)"""
 
     def __init__(self, optimizer, total_steps: int, init_lr: float, min_lr: float = 0.0,
                  warmup_steps: int = 0, warmup_lr: float = 0.0):
-        self.optimizer = optimizer
-        self.total_steps = max(1, int(total_steps))
-        self.init_lr, self.min_lr = init_lr, min_lr
-        self.warmup_steps, self.warmup_lr = int(warmup_steps), warmup_lr
+        self.optimizer, self.init_lr = optimizer, init_lr
+        self.total_steps, self.warmup_steps = max(1, int(total_steps)), int(warmup_steps)
+        self._shape_param = torch.nn.Parameter(torch.zeros(1))
+        self._shape = torch.optim.SGD([self._shape_param], lr=1.0)
+        rel = (lambda v: v / init_lr) if init_lr else (lambda v: 0.0)
+        self.timm = self.make(self._shape, rel(min_lr), rel(warmup_lr))
         self.step_num = 0
         self._apply()
 
-    def lr_at(self, step: int) -> float:
+    def make(self, shape_optimizer, min_factor: float, warmup_factor: float):
         raise NotImplementedError
 
-    def _warmup(self, step: int) -> float | None:
-        if step < self.warmup_steps:
-            return self.warmup_lr + (self.init_lr - self.warmup_lr) * (step + 1) / self.warmup_steps
-        return None
+    def factor_at(self, step: int) -> float:
+        self.timm.step_update(step)
+        return self._shape.param_groups[0]["lr"]
+
+    def lr_at(self, step: int) -> float:
+        return self.init_lr * self.factor_at(step)
 
     def _apply(self) -> None:
         lr = self.lr_at(self.step_num)
@@ -69,22 +74,24 @@ class _StepScheduler:
 
 
 @registry.register_lr_scheduler("linear_warmup_cosine")
-class LinearWarmupCosineLR(_StepScheduler):
-    """Linear warm-up to ``init_lr`` over ``warmup_steps``, then cosine decay to ``min_lr``."""
+class LinearWarmupCosineLR(_TimmSchedule):
+    """Linear warm-up from ``warmup_lr`` to ``init_lr`` over ``warmup_steps``, then cosine decay to ``min_lr``
+    at the last step: timm's ``CosineLRScheduler`` (``warmup_prefix``, per update)."""
 
-    def lr_at(self, step: int) -> float:
-        warm = self._warmup(step)
-        if warm is not None:
-            return warm
-        span = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        return self.min_lr + 0.5 * (self.init_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+    def make(self, shape_optimizer, min_factor: float, warmup_factor: float):
+        from timm.scheduler import CosineLRScheduler
+
+        return CosineLRScheduler(shape_optimizer, t_initial=max(1, self.total_steps - self.warmup_steps),
+                                 lr_min=min_factor, warmup_t=self.warmup_steps, warmup_lr_init=warmup_factor,
+                                 warmup_prefix=True, t_in_epochs=False)
 
 
 @registry.register_lr_scheduler("constant")
-class ConstantLR(_StepScheduler):
-    """Linear warm-up, then ``init_lr`` throughout."""
+class ConstantLR(_TimmSchedule):
+    """Linear warm-up, then ``init_lr`` throughout: timm's ``StepLRScheduler`` with a decay rate of 1."""
 
-    def lr_at(self, step: int) -> float:
-        warm = self._warmup(step)
-        return self.init_lr if warm is None else warm
+    def make(self, shape_optimizer, min_factor: float, warmup_factor: float):
+        from timm.scheduler import StepLRScheduler
+
+        return StepLRScheduler(shape_optimizer, decay_t=self.total_steps + 1, decay_rate=1.0,
+                               warmup_t=self.warmup_steps, warmup_lr_init=warmup_factor, t_in_epochs=False)

@@ -26,7 +26,6 @@ import logging
 import os
 import random
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -34,7 +33,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vcap.datasets.datasets.base import collate, item_seed
 from vcap.datasets.prepare.common import VIDEO_EXTENSIONS
-from vcap.datasets.video import VideoDecodeError
+from vcap.datasets.video import VideoBytes, VideoDecodeError
 
 log = logging.getLogger(__name__)
 
@@ -237,19 +236,12 @@ class ShardTrainDataset(IterableDataset):
                     if pos >= end:
                         return
 
-    def _decode(self, pos: int, data: bytes, ext: str, meta: dict, k, tmpdir: str) -> dict:
+    def _decode(self, pos: int, data: bytes, ext: str, meta: dict, k) -> dict:
         seed = item_seed(self.seed, self.epoch, pos)
         if k is None:
             k = random.Random(seed).randrange(len(meta["captions"]))
-        path = os.path.join(tmpdir, f"{meta['video_id']}.{ext}".replace("/", "_"))
-        with open(path, "wb") as f:
-            f.write(data)
-        try:
-            frames, mask = self.vis_processor.load(path, seed=seed, start=meta.get("start"), end=meta.get("end"))
-        except VideoDecodeError as e:
-            raise VideoDecodeError(f"{self.index_path.parent}::{meta['video_id']}.{ext}", e.reason) from None
-        finally:
-            os.unlink(path)
+        sample = VideoBytes(f"{self.index_path.parent}::{meta['video_id']}.{ext}", data)  # decoded from memory
+        frames, mask = self.vis_processor.load(sample, seed=seed, start=meta.get("start"), end=meta.get("end"))
         video, mask = self.vis_processor(frames, seed=seed, mask=mask)
         return {"video": video, "video_mask": mask, "text_input": self.text_processor(meta["captions"][k]),
                 "video_id": meta["video_id"], "key": f"{meta['video_id']}#{k}", "index": pos}
@@ -261,44 +253,44 @@ class ShardTrainDataset(IterableDataset):
         rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{worker}")
         buffer, batch, bad, good = [], [], [], []
         pending = 0  # failed items owed a substitute: an earlier good item again, so batches stay whole
-        with tempfile.TemporaryDirectory(prefix="vcap-shard-") as tmpdir:
-            def emit(item):
-                nonlocal pending
-                try:
-                    out = self._decode(*item, tmpdir)
-                except VideoDecodeError as e:
-                    log.warning("bad sample: %s", e)
-                    bad.append({"path": e.path, "reason": e.reason, "video_id": item[3]["video_id"]})
-                    pending += 1
-                    return
-                good.append(out) if len(good) < 64 else good.__setitem__(rng.randrange(64), out)
-                batch.append(out)
+        def emit(item):
+            nonlocal pending
+            try:
+                out = self._decode(*item)
+            except VideoDecodeError as e:
+                log.warning("bad sample: %s", e)
+                bad.append({"path": e.path, "reason": e.reason, "video_id": item[3]["video_id"]})
+                pending += 1
+                return
+            good.append(out) if len(good) < 64 else good.__setitem__(rng.randrange(64), out)
+            batch.append(out)
 
-            def flush():
-                nonlocal batch, bad, pending
-                while pending and good and len(batch) < self.batch_size:
-                    batch.append(dict(rng.choice(good)))
-                    pending -= 1
-                if len(batch) == self.batch_size:
-                    items = [dict(x) for x in batch]
-                    items[0]["bad_samples"] = bad
-                    batch, bad = [], []
-                    return collate(items)
-                return None
+        def flush():
+            nonlocal batch, bad, pending
+            while pending and good and len(batch) < self.batch_size:
+                batch.append(dict(rng.choice(good)))
+                pending -= 1
+            if len(batch) == self.batch_size:
+                items = [dict(x) for x in batch]
+                items[0]["bad_samples"] = bad
+                batch, bad = [], []
+                return collate(items)
+            return None
 
-            for item in self._items(start, end):
-                buffer.append(item)
-                if len(buffer) >= self.buffer_size:
-                    emit(buffer.pop(rng.randrange(len(buffer))))
-                    out = flush()
-                    if out is not None:
-                        yield out
-            while buffer or (pending and good):
-                if buffer:
-                    emit(buffer.pop(rng.randrange(len(buffer))))
+        for item in self._items(start, end):
+            buffer.append(item)
+            if len(buffer) >= self.buffer_size:
+                emit(buffer.pop(rng.randrange(len(buffer))))
                 out = flush()
                 if out is not None:
                     yield out
-            if pending:
-                raise RuntimeError(f"every video of this worker's shard range failed to decode (first: {bad[0]['path']}: "
-                                   f"{bad[0]['reason']})")
+        while buffer or (pending and good):
+            if buffer:
+                emit(buffer.pop(rng.randrange(len(buffer))))
+            out = flush()
+            if out is not None:
+                yield out
+        if pending:
+            raise RuntimeError(f"every video of this worker's shard range failed to decode (first: {bad[0]['path']}: "
+                               f"{bad[0]['reason']})")
+

@@ -15,10 +15,11 @@ the PyAV path decodes the clip instead.
 from __future__ import annotations
 
 import bisect
+import io
 import logging
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -37,6 +38,26 @@ class VideoDecodeError(RuntimeError):
     def __init__(self, path, reason: str):
         self.path, self.reason = str(path), reason
         super().__init__(f"cannot decode video {str(path)!r}: {reason}")
+
+
+@dataclass(frozen=True)
+class VideoBytes:
+    """A video (or image) held in memory, e.g. a WebDataset sample: decoded from ``io.BytesIO`` without a
+    temporary file. ``name`` (``<shard>::<key>.mp4``) stands for it in messages; its extension tells an image."""
+
+    name: str
+    data: bytes = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def opened(self):
+        return io.BytesIO(self.data)
+
+
+def _source(path):
+    """What PyAV and PIL open: the path, or a fresh in-memory file for ``VideoBytes``."""
+    return path.opened() if isinstance(path, VideoBytes) else path
 
 
 class _SeekUnreliable(Exception):
@@ -142,7 +163,7 @@ def _open(path: str):
     import av
 
     try:
-        container = av.open(path, metadata_errors="ignore")
+        container = av.open(_source(path), metadata_errors="ignore")
     except (av.FFmpegError, OSError, EOFError, UnicodeDecodeError) as e:
         raise VideoDecodeError(path, f"{type(e).__name__}: {e}") from e
     if not container.streams.video:
@@ -321,7 +342,7 @@ def _read_image(path: str) -> np.ndarray:
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as image:
+        with Image.open(_source(path)) as image:
             array = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except Exception as e:
         raise VideoDecodeError(path, f"cannot decode image: {type(e).__name__}: {e}") from e
@@ -331,7 +352,11 @@ def _read_image(path: str) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # Entry points
 # ------------------------------------------------------------------------------------------------
-def _check_file(path: str) -> None:
+def _check_file(path) -> None:
+    if isinstance(path, VideoBytes):
+        if not path.data:
+            raise VideoDecodeError(path, "the sample is empty (0 bytes)")
+        return
     if not os.path.isfile(path):
         raise VideoDecodeError(path, "file does not exist")
     if os.path.getsize(path) == 0:
@@ -343,7 +368,7 @@ def read_frames(path: str | os.PathLike, num_frames: int, sampling: Sampling = "
                 backend: Literal["auto", "pyav", "decord"] = "auto", *, sample_fps: float = 1.0,
                 fps_slice: Literal["head", "tail", "uniform"] = "uniform", short_side: int | None = None,
                 return_mask: bool = False, seek: bool = True):
-    """``num_frames`` RGB frames of ``path`` as a uint8 tensor (T, C, H, W).
+    """``num_frames`` RGB frames of ``path`` (a file, or ``VideoBytes`` in memory) as a uint8 tensor (T, C, H, W).
 
     See ``frame_indices`` for ``sampling``, ``start``, ``end``, ``sample_fps`` and ``fps_slice``.
     ``short_side`` downscales large frames during decoding so their shorter side is at most
@@ -352,7 +377,7 @@ def read_frames(path: str | os.PathLike, num_frames: int, sampling: Sampling = "
     the mask (T,) marking real frames (False for repeats of the last frame of a short clip).
     Raises ``VideoDecodeError`` naming the file and the reason for anything undecodable.
     """
-    path = str(path)
+    path = path if isinstance(path, VideoBytes) else str(path)
     _check_file(path)
     chosen: dict = {}
 
@@ -364,12 +389,12 @@ def read_frames(path: str | os.PathLike, num_frames: int, sampling: Sampling = "
             raise VideoDecodeError(path, str(e)) from e
         return chosen["indices"]
 
-    if path.lower().endswith(IMAGE_EXTENSIONS):
+    if str(path).lower().endswith(IMAGE_EXTENSIONS):
         image = _read_image(path)
         array = image[select(np.zeros(1))]
     else:
         array = None
-        if backend == "decord":
+        if backend == "decord" and not isinstance(path, VideoBytes):  # decord reads files; bytes go to PyAV
             if not decord_available():
                 raise ImportError("backend='decord' needs decord: pip install decord2 (or decord)")
             array = _read_decord(path, select)

@@ -136,37 +136,42 @@ class XCLIPLSTMCaptioner(Captioner):
             raise ValueError(f"num_return_sequences ({num_return_sequences}) > num_beams ({num_beams})")
         return self._beam(visual, num_beams, max_new_tokens, min_new_tokens, num_return_sequences)
 
-    def _next_logprobs(self, tokens, state, length: int, min_new_tokens: int):
+    def _processors(self, min_new: int, device, temperature: float = 1.0, top_p: float = 1.0):
+        """transformers' logits processors, as its generate builds them: no pad or BOS, no end before
+        ``min_new`` tokens; for sampling, temperature then nucleus (top-p)."""
+        from transformers import (LogitsProcessorList, MinNewTokensLengthLogitsProcessor,
+                                  SuppressTokensLogitsProcessor, TemperatureLogitsWarper, TopPLogitsWarper)
+
+        tok = self.tokenizer
+        out = LogitsProcessorList([
+            SuppressTokensLogitsProcessor([tok.pad_token_id, tok.bos_token_id], device=device),
+            MinNewTokensLengthLogitsProcessor(1, min_new, tok.eos_token_id, device=device)])
+        if temperature != 1.0:
+            out.append(TemperatureLogitsWarper(temperature))
+        if top_p < 1.0:
+            out.append(TopPLogitsWarper(top_p))
+        return out
+
+    def _next_logprobs(self, tokens, state, seqs: torch.Tensor, processors):
+        """Log-probabilities of the next token after ``seqs`` (BOS first), through ``processors``."""
         logits, state = self.step_logits(tokens, state)
-        lp = F.log_softmax(logits.float(), -1)
-        lp[:, self.tokenizer.pad_token_id] = -float("inf")
-        lp[:, self.tokenizer.bos_token_id] = -float("inf")
-        if length < min_new_tokens:
-            lp[:, self.tokenizer.eos_token_id] = -float("inf")
-        return lp, state
+        return processors(seqs, F.log_softmax(logits.float(), -1)), state
 
     def _sample(self, visual, max_new, min_new, do_sample, temperature, top_p) -> torch.Tensor:
         n, eos, pad = visual.shape[0], self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         state = self._state(visual)
-        tokens = torch.full((n,), self.tokenizer.bos_token_id, dtype=torch.long, device=visual.device)
-        out, done = [], torch.zeros(n, dtype=torch.bool, device=visual.device)
-        for i in range(max_new):
-            lp, state = self._next_logprobs(tokens, state, i, min_new)
-            if do_sample:
-                probs = F.softmax(lp / temperature, -1)
-                if top_p < 1.0:
-                    sorted_p, order = probs.sort(-1, descending=True)
-                    drop = sorted_p.cumsum(-1) - sorted_p > top_p
-                    probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
-                tokens = torch.multinomial(probs, 1)[:, 0]
-            else:
-                tokens = lp.argmax(-1)
+        seqs = torch.full((n, 1), self.tokenizer.bos_token_id, dtype=torch.long, device=visual.device)
+        procs = self._processors(min_new, visual.device, *((temperature, top_p) if do_sample else ()))
+        done = torch.zeros(n, dtype=torch.bool, device=visual.device)
+        for _ in range(max_new):
+            lp, state = self._next_logprobs(seqs[:, -1], state, seqs, procs)
+            tokens = torch.multinomial(F.softmax(lp, -1), 1)[:, 0] if do_sample else lp.argmax(-1)
             tokens = tokens.masked_fill(done, pad)
-            out.append(tokens)
+            seqs = torch.cat([seqs, tokens[:, None]], dim=1)
             done |= tokens == eos
             if done.all():
                 break
-        return torch.stack(out, 1)
+        return seqs[:, 1:]
 
     def _beam(self, visual, k: int, max_new: int, min_new: int, n_return: int) -> torch.Tensor:
         b, eos, pad = visual.shape[0], self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
@@ -176,9 +181,10 @@ class XCLIPLSTMCaptioner(Captioner):
         scores = torch.full((b, k), -float("inf"), device=dev)
         scores[:, 0] = 0.0  # all beams start identical: expand from one
         seqs = torch.empty(b * k, 0, dtype=torch.long, device=dev)
+        procs, bos = self._processors(min_new, dev), tokens[:, None].clone()
         finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
         for i in range(max_new):
-            lp, (h, c) = self._next_logprobs(tokens, (h, c), i, min_new)
+            lp, (h, c) = self._next_logprobs(tokens, (h, c), torch.cat([bos, seqs], 1), procs)
             v = lp.shape[-1]
             cand = (scores.view(b * k, 1) + lp).view(b, k * v)
             top, idx = cand.topk(2 * k, dim=-1)  # room for beams that end here
