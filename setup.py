@@ -16,6 +16,7 @@ setup(
         "transformers>=4.46",
         "tokenizers>=0.20",
         "omegaconf>=2.3",
+        "pydantic>=2.5",  # config type checks (strict mode)
         "webdataset>=0.2.86",
         "av>=12.0",
         "pycocoevalcap>=1.2",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import importlib
 import inspect
 import os
@@ -153,27 +154,24 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+@functools.lru_cache(maxsize=None)
+def _adapter(tp):
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(tp)
+
+
 def _check_type(value: Any, tp) -> bool:
-    origin = typing.get_origin(tp)
-    if origin is typing.Union or origin is types.UnionType:
-        return any(_check_type(value, a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if origin is Literal:
-        return value in typing.get_args(tp)
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if tp is list or origin is list:
-        return isinstance(value, (list, tuple))
-    if tp is dict or origin is dict:
-        return isinstance(value, dict)
-    return isinstance(value, tp)
+    """``value`` is a ``tp`` as pydantic's strict mode sees it (no coercion: "8" is no int, 1 no bool)."""
+    from pydantic import PydanticSchemaGenerationError, ValidationError
+
+    try:
+        _adapter(tp).validate_python(value, strict=True)
+    except ValidationError:
+        return False
+    except PydanticSchemaGenerationError:  # a type pydantic does not know (a class of the user's): not checked
+        pass
+    return True
 
 
 def validate_section(run: dict, schema=RunConfig, prefix: str = "run") -> list[str]:
@@ -576,7 +574,8 @@ def absolute_paths(cfg: DictConfig | ListConfig, prefix: str = "") -> list[str]:
 
 def check_arguments(fn, values: dict, prefix: str, skip=()) -> list[str]:
     """Problems of ``values`` against ``fn``'s annotated keyword parameters (``Literal`` choices, numbers,
-    strings, lists, mappings, unions of them): the same all-at-once report as the run section's."""
+    strings, lists, mappings, unions of them, checked by pydantic): the same all-at-once report as the run
+    section's."""
     try:
         hints = typing.get_type_hints(fn)
     except Exception:  # noqa: BLE001  (an annotation that does not evaluate: names are still checked)
@@ -585,11 +584,8 @@ def check_arguments(fn, values: dict, prefix: str, skip=()) -> list[str]:
     for key, value in values.items():
         if key in skip or key not in hints or key == "return":
             continue
-        tp = hints[key]
-        checkable = {typing.get_origin(tp), tp} & {Literal, typing.Union, types.UnionType, bool, int, float, str,
-                                                    list, dict}
-        if checkable and not _check_type(value, tp):
-            problems.append(f"{prefix}.{key}: got {value!r}, expected {_type_name(tp)}")
+        if not _check_type(value, hints[key]):
+            problems.append(f"{prefix}.{key}: got {value!r}, expected {_type_name(hints[key])}")
     return problems
 
 
