@@ -67,10 +67,21 @@ class BaseModel(torch.nn.Module):
     frozen_frame_encoder = False  # True where frame_features come from a frozen encoder (they can be cached)
 
     def frame_features(self, samples: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """((B, T', D) features, (B, T') mask) of the model's frozen encoder, the part before ``encode_video``'s
-        trained head: what ``vcap extract-features`` caches and a dataset with ``features:`` gives back as
-        ``samples["clip_features"]``."""
-        raise NotImplementedError(f"{type(self).__name__} has no frozen encoder whose features can be cached")
+        """((B, T', D) features, (B, T') mask) of the model's frame encoder (``encode_frames``), the part before
+        ``encode_video``'s trained head: what ``vcap extract-features`` caches and a dataset with ``features:``
+        gives back as ``samples["clip_features"]``, used here instead of the video."""
+        mask = samples.get("video_mask")
+        if "clip_features" in samples:
+            emb = samples["clip_features"].to(self.device).float()
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_frame_encoder):
+                emb = self.encode_frames(samples["video"].to(self.device))
+            mask = None if emb.shape[1] != samples["video"].shape[1] else mask  # one embedding per clip
+        return emb, torch.ones(emb.shape[:2], device=emb.device) if mask is None else mask.to(emb.device).float()
+
+    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) -> (B, T', D) frame-encoder features."""
+        raise NotImplementedError(f"{type(self).__name__} has no frame encoder whose features can be cached")
 
     def frozen_pretrained_keys(self) -> list[str]:
         """State-dict keys of frozen weights loaded from a pretrained source (not saved in checkpoints)."""

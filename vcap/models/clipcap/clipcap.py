@@ -242,20 +242,14 @@ class CLIPCap(Captioner):
     def frozen_frame_encoder(self) -> bool:
         return self.freeze_clip
 
+    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
+        """CLIP's embedding of every frame (B, T, D)."""
+        out = self.clip(pixel_values=video.flatten(0, 1))
+        return getattr(out, "image_embeds", out).view(*video.shape[:2], -1)  # a ResNet tower gives a tensor
+
     def frame_features(self, samples: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(frozen CLIP embeddings (B, T, D), frame mask (B, T)); cached features are used when given."""
-        if "clip_features" in samples:
-            emb = samples["clip_features"].to(self.device).float()
-        else:
-            video = samples["video"].to(self.device)
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_clip):
-                out = self.clip(pixel_values=video.flatten(0, 1))
-                emb = getattr(out, "image_embeds", out).view(*video.shape[:2], -1)  # a ResNet tower: a tensor
-        mask = samples.get("video_mask")
-        mask = torch.ones(emb.shape[:2], device=emb.device) if mask is None else mask.to(emb.device).float()
-        if self.normalize_prefix:
-            emb = F.normalize(emb, dim=-1)
-        return emb, mask
+        emb, mask = super().frame_features(samples)
+        return (F.normalize(emb, dim=-1) if self.normalize_prefix else emb), mask
 
     def prefix_from_embeddings(self, emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.mapper == "mlp":

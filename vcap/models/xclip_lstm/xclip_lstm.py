@@ -80,21 +80,15 @@ class XCLIPLSTMCaptioner(Captioner):
     def frozen_frame_encoder(self) -> bool:
         return self.freeze_xclip
 
-    def frame_features(self, samples: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(X-CLIP video embedding (B, 1, D), mask (B, 1)); cached features are used when given."""
-        if "clip_features" in samples:
-            emb = samples["clip_features"].to(self.device).float()
-            return emb, torch.ones(emb.shape[:2], device=emb.device)
-        video = samples["video"].to(self.device)
+    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
+        """X-CLIP's video embedding (B, 1, D)."""
         if video.shape[1] != self.num_frames:
             raise ValueError(f"X-CLIP was built for {self.num_frames} frames (vision_config.num_frames) but got "
                              f"{video.shape[1]}: set the processors' num_frames to {self.num_frames}")
         b, t = video.shape[:2]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_xclip):
-            # X-CLIP's get_video_features: the vision tower's pooled frames, projected, then the MIT
-            frames = self.visual_projection(self.vision_model(pixel_values=video.flatten(0, 1)).pooler_output)
-            emb = self.mit(frames.view(b, t, -1)).pooler_output
-        return emb.unsqueeze(1), torch.ones(b, 1, device=emb.device)
+        # X-CLIP's get_video_features: the vision tower's pooled frames, projected, then the MIT
+        frames = self.visual_projection(self.vision_model(pixel_values=video.flatten(0, 1)).pooler_output)
+        return self.mit(frames.view(b, t, -1)).pooler_output.unsqueeze(1)
 
     def encode_video(self, samples: dict) -> torch.Tensor:
         """(B, hidden) initial state of every LSTM layer."""
