@@ -394,6 +394,7 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
 
     if "model" in merged and not problems:
         problems.extend(_fit_image_sizes(merged, user))
+        problems.extend(_raw_frames(merged))
 
     # run: typed schema
     merged.run = user.get("run") or {}
@@ -452,6 +453,22 @@ def model_image_size(model: DictConfig) -> tuple[int | None, str]:
             if size:
                 return int(size), f"model.{key} ({path})"
     return None, ""
+
+
+def _raw_frames(merged: DictConfig) -> list[str]:
+    """A model whose own processor normalises (``RAW_FRAMES``) gets uint8 frames: the processors' ``normalize``
+    is turned off, and a project that turns it on is told why it cannot."""
+    if not getattr(registry.get_model_class(merged.model.arch), "RAW_FRAMES", False):
+        return []
+    problems = []
+    for name, section in merged.datasets.items():
+        for split, proc in (section.get("vis_processor") or {}).items():
+            if proc is not None and proc.get("normalize") is True:
+                problems.append(f"datasets.{name}.vis_processor.{split}.normalize: true, but {merged.model.arch} "
+                                f"normalises frames with its own processor; expected false (or unset)")
+            elif proc is not None:
+                proc.normalize = False
+    return problems
 
 
 def _fit_image_sizes(merged: DictConfig, user: DictConfig) -> list[str]:

@@ -22,14 +22,16 @@ class _VideoProcessor(BaseProcessor):
 
     ``decode_scale``: frames are downscaled while decoding so their shorter side is at most
     ``decode_scale * image_size`` (large videos never reach memory at full size); 0 turns it off.
+    ``normalize: false`` hands over uint8 frames, for models whose own processor normalises (``video_llm``).
     """
 
     def __init__(self, num_frames: int = 8, sampling: Sampling = "uniform",
                  image_size: int = 224, mean: tuple = CLIP_MEAN, std: tuple = CLIP_STD,
                  frame_order: Literal["normal", "reverse", "shuffle"] = "normal", sample_fps: float = 1.0,
                  fps_slice: Literal["head", "tail", "uniform"] = "uniform", decode_scale: float = 2.0,
-                 backend: Literal["auto", "pyav", "decord"] = "auto"):
+                 backend: Literal["auto", "pyav", "decord"] = "auto", normalize: bool = True):
         self.num_frames, self.sampling, self.image_size = num_frames, sampling, image_size
+        self.normalize = normalize
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         self.mean, self.std = list(mean), list(std)
@@ -71,7 +73,8 @@ class _VideoProcessor(BaseProcessor):
         if perm is not None:
             frames = frames[perm]
             mask = None if mask is None else mask[perm]
-        frames = F.normalize(frames.float().div_(255.0), self.mean, self.std)
+        if self.normalize:
+            frames = F.normalize(frames.float().div_(255.0), self.mean, self.std)
         return frames if mask is None else (frames, mask)
 
     def __call__(self, frames: torch.Tensor, seed: int | None = None, mask: torch.Tensor | None = None):
@@ -103,10 +106,10 @@ class VideoTrainProcessor(_VideoProcessor):
                  image_size: int = 224, mean: tuple = CLIP_MEAN, std: tuple = CLIP_STD,
                  frame_order: Literal["normal", "reverse", "shuffle"] = "normal", sample_fps: float = 1.0,
                  fps_slice: Literal["head", "tail", "uniform"] = "uniform", decode_scale: float = 2.0,
-                 backend: Literal["auto", "pyav", "decord"] = "auto",
+                 backend: Literal["auto", "pyav", "decord"] = "auto", normalize: bool = True,
                  min_scale: float = 0.5, max_scale: float = 1.0, hflip: bool = False):
         super().__init__(num_frames, sampling, image_size, mean, std, frame_order, sample_fps, fps_slice,
-                         decode_scale, backend)
+                         decode_scale, backend, normalize)
         self.scale = (min_scale, max_scale)
         self.hflip = hflip
 

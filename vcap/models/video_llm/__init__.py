@@ -1,0 +1,3 @@
+from vcap.models.video_llm.video_llm import VideoLLMCaptioner
+
+__all__ = ["VideoLLMCaptioner"]

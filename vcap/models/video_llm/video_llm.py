@@ -1,0 +1,263 @@
+"""Today's video LLMs from transformers as vcap captioners: Qwen2.5-VL (and Qwen3-VL), LLaVA-OneVision and
+InstructBLIP-Video through ``AutoModelForImageTextToText`` and ``AutoProcessor``.
+
+Frames come from vcap's decoder and sampling (the processor card's ``num_frames``, ``sampling``, ``fps``), as
+uint8 (the model asks for them raw: ``RAW_FRAMES``); the family's own processor then resizes, normalises,
+patches and merges them (Qwen's 2-frame temporal patches, LLaVA-OneVision's pooling). The prompt is one user
+turn, the video and ``prompt``, rendered with the family's chat template; the caption is the assistant's turn.
+The loss covers the caption's tokens and the end-of-turn token only: the prompt, the video tokens and the
+padding are masked. Generation is the model's own ``generate``; ``score_sequences`` gives differentiable
+per-sequence log-probabilities, so ``captioning_scst`` runs unchanged.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from vcap.common.registry import registry
+from vcap.models.base_model import Captioner
+from vcap.models.blip2.base import frozen_torch_dtype
+from vcap.processors.tokenizer import HFTokenizer
+
+# per family: the vision tower's module (frozen with freeze_vision) and what of it still trains (the projector
+# into the LLM), the LLM's module, LoRA's default targets, and the layers run.fsdp shards on their own
+FAMILIES = {
+    "qwen2_5_vl": {"vision": "model.visual", "projector": ("model.visual.merger.",), "llm": "model.language_model",
+                   "lora": ("q_proj", "k_proj", "v_proj", "o_proj"),
+                   "fsdp": ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock")},
+    "qwen3_vl": {"vision": "model.visual", "projector": ("model.visual.merger.", "model.visual.deepstack_merger_list."),
+                 "llm": "model.language_model", "lora": ("q_proj", "k_proj", "v_proj", "o_proj"),
+                 "fsdp": ("Qwen3VLTextDecoderLayer", "Qwen3VLVisionBlock")},
+    "llava_onevision": {"vision": "model.vision_tower", "projector": ("model.multi_modal_projector.",
+                                                                      "model.image_newline"),
+                        "llm": "model.language_model", "lora": ("q_proj", "k_proj", "v_proj", "o_proj"),
+                        "fsdp": ("Qwen2DecoderLayer", "SiglipEncoderLayer")},
+    "instructblip_video": {"vision": "vision_model", "projector": ("qformer.", "query_tokens", "language_projection."),
+                           "llm": "language_model", "lora": ("q_proj", "v_proj"), "video_kwarg": "images",
+                           "model_type": "instructblipvideo",
+                           "fsdp": ("LlamaDecoderLayer", "InstructBlipVideoEncoderLayer", "InstructBlipVideoQFormerLayer")},
+}
+
+
+def _module(root: torch.nn.Module, dotted: str) -> torch.nn.Module:
+    for part in dotted.split("."):
+        root = getattr(root, part)
+    return root
+
+
+@registry.register_model("video_llm")
+class VideoLLMCaptioner(Captioner):
+    """Args:
+        family: ``qwen2_5_vl``, ``qwen3_vl``, ``llava_onevision`` or ``instructblip_video``.
+        pretrained: a transformers id in the local cache or a directory (``Qwen/Qwen2.5-VL-3B-Instruct``) with its
+            processor (tokenizer, chat template, image and video processors).
+        config: instead of ``pretrained``, the family's config as a mapping (``text_config``, ``vision_config``,
+            ...): a model from random weights, for tiny cards; ``processor`` then names the processor directory.
+        processor: the processor's id or directory (default: ``pretrained``).
+        prompt: the user's text after the video (e.g. "Describe this video in one sentence.").
+        freeze_vision: keep the vision tower fixed (its projector into the LLM still trains).
+        freeze_llm: keep the LLM fixed (with ``lora``, its adapters train).
+        lora: LoRA on the LLM through peft, ``{r, alpha, dropout, target_modules}`` (default targets: the
+            family's attention projections).
+        max_txt_len: caption tokens (with the end-of-turn token) used for training.
+        frozen_dtype: storage of the frozen weights (``auto``: bf16 on a GPU, fp32 on the CPU); what trains is fp32.
+        grad_checkpointing: recompute the LLM's (and a trained vision tower's) activations in the backward pass.
+    """
+
+    PRETRAINED_MODEL_CONFIG_DICT = {"tiny_qwen2_5_vl": "configs/models/video_llm/tiny_qwen2_5_vl.yaml",
+                                    "tiny_llava_onevision": "configs/models/video_llm/tiny_llava_onevision.yaml",
+                                    "tiny_instructblip_video": "configs/models/video_llm/tiny_instructblip_video.yaml",
+                                    "qwen2_5_vl_3b": "configs/models/video_llm/qwen2_5_vl_3b.yaml",
+                                    "llava_onevision_0.5b": "configs/models/video_llm/llava_onevision_0.5b.yaml"}
+    DEFAULT_MODEL_TYPE = "tiny_qwen2_5_vl"
+    RAW_FRAMES = True  # the family's processor normalises: vcap's frame processors hand over uint8 frames
+
+    def __init__(self, family: Literal["qwen2_5_vl", "qwen3_vl", "llava_onevision", "instructblip_video"] = "qwen2_5_vl",
+                 pretrained: str | None = None, config: dict | None = None, processor: str | None = None,
+                 prompt: str = "Describe this video in one sentence.", freeze_vision: bool = True,
+                 freeze_llm: bool = True, lora: dict | None = None, max_txt_len: int = 32,
+                 frozen_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto", grad_checkpointing: bool = False):
+        super().__init__()
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+        spec = FAMILIES[family]
+        if (pretrained is None) == (config is None):
+            raise ValueError("video_llm needs model.pretrained (a transformers id or directory) or model.config "
+                             "(the family's config as a mapping), one of them")
+        if not (processor or pretrained):
+            raise ValueError("video_llm built from model.config needs model.processor (a processor directory with "
+                             "the family's tokenizer and chat template)")
+        self.processor = AutoProcessor.from_pretrained(processor or pretrained)
+        self.tokenizer = HFTokenizer(processor or pretrained)
+        low = frozen_torch_dtype(frozen_dtype)
+        if pretrained:
+            from vcap.models.base_model import load_transformers
+
+            self.model = load_transformers(AutoModelForImageTextToText, pretrained, "video LLM", dtype=low)
+        else:
+            config = self._complete(family, dict(config))
+            self.model = AutoModelForImageTextToText.from_config(
+                AutoConfig.for_model(spec.get("model_type", family), **config), dtype=low)
+        if self.model.config.model_type != spec.get("model_type", family):
+            raise ValueError(f"model.pretrained {pretrained!r} is a {self.model.config.model_type} model; "
+                             f"model.family says {family}")
+        self.family, self.spec, self.prompt, self.max_txt_len = family, spec, prompt, max_txt_len
+        self.pretrained, self.lora = pretrained, dict(lora) if lora else None
+        self.model.requires_grad_(False)
+        trains = [] if freeze_vision else [spec["vision"] + "."]
+        trains += list(spec["projector"])
+        if not freeze_llm:
+            trains += [spec["llm"] + ".", "lm_head."]  # (InstructBLIP's head is inside its language_model)
+        for name, p in self.model.named_parameters():
+            if name.startswith(tuple(trains)):
+                p.data = p.data.float()
+                p.requires_grad_(True)
+        if self.lora:
+            self._add_lora(spec)
+        # frozen towers stay in eval mode (no dropout), LoRA's adapters too where the LLM is frozen
+        self._frozen_towers = [f"model.{m}" for m, frozen in ((spec["vision"], freeze_vision),
+                                                              (spec["llm"], freeze_llm)) if frozen]
+        self._sourced_keys = {f"model.{k}" for k in self.model.state_dict() if "lora_" not in k} if pretrained else set()
+        if grad_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # a chat model's prompt is a user turn in its chat template; InstructBLIP's is the instruction itself
+        turn = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+        self.prompt_text = self.processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False) \
+            if getattr(self.processor, "chat_template", None) else prompt
+
+    def _complete(self, family: str, config: dict) -> dict:
+        """What a config from a card leaves to the processor: InstructBLIP's LLM vocabulary, pad and ``<video>`` ids
+        are its tokenizer's (LAVIS adds ``[PAD]``; transformers' processor adds ``<video>``)."""
+        if family != "instructblip_video":
+            return config
+        tk = self.processor.tokenizer
+        config.setdefault("video_token_index", tk.convert_tokens_to_ids(self.processor.video_token.content))
+        config["text_config"] = {"vocab_size": len(tk), "pad_token_id": tk.pad_token_id, **config.get("text_config", {})}
+        return config
+
+    def _add_lora(self, spec: dict) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        unknown = set(self.lora) - {"r", "alpha", "dropout", "target_modules"}
+        if unknown:
+            raise ValueError(f"model.lora: unknown keys {sorted(unknown)}; expected r, alpha, dropout, target_modules")
+        llm = _module(self.model, spec["llm"])
+        inject_adapter_in_model(LoraConfig(r=self.lora.get("r", 8), lora_alpha=self.lora.get("alpha", 16),
+                                           lora_dropout=self.lora.get("dropout", 0.05),
+                                           target_modules=list(self.lora.get("target_modules", spec["lora"]))), llm)
+        for n, p in llm.named_parameters():
+            if "lora_" in n:
+                p.data = p.data.float()
+                p.requires_grad_(True)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for name in self._frozen_towers:
+            _module(self, name).eval()
+        return self
+
+    @property
+    def FSDP_LAYERS(self) -> tuple[str, ...]:  # noqa: N802  (the runner's name)
+        return self.spec["fsdp"]
+
+    # -- the family's processor: frames and text -> model inputs ------------------------------------------
+    def _inputs(self, samples: dict, texts: list[str], repeat: int = 1) -> dict:
+        """The processor's output for each video (``repeat`` times in a row) with its text."""
+        video = samples["video"]
+        if video.dtype != torch.uint8:
+            raise ValueError("video_llm takes raw uint8 frames (its processor normalises them): the frame processors "
+                             "need normalize: false, which build_config sets for this model")
+        clips = [clip for clip in video.cpu() for _ in range(repeat)]
+        out = self.processor(text=texts, **{self.spec.get("video_kwarg", "videos"): clips}, return_tensors="pt",
+                             padding=True, padding_side="left")
+        return {k: v.to(self.device) for k, v in out.items()}
+
+    @property
+    def end_token_id(self) -> int:
+        """The end of the assistant's turn (Qwen's ``<|im_end|>``): trained as the caption's last target, stops
+        generation."""
+        return self.tokenizer.eos_token_id
+
+    def _with_targets(self, samples: dict, targets: list[list[int]], repeat: int = 1) -> tuple[dict, torch.Tensor]:
+        """Inputs of prompt + target ids per row (right-padded after the target) and the labels: -100 on the
+        prompt, the video tokens and the padding."""
+        prompt = self._inputs(samples, [self.prompt_text] * (len(samples["video"]) * repeat), repeat)
+        ids, mask = prompt.pop("input_ids"), prompt.pop("attention_mask")
+        width = max(map(len, targets))
+        pad = self.tokenizer.pad_token_id
+        tgt = torch.full((len(targets), width), pad, dtype=torch.long, device=ids.device)
+        tmask = torch.zeros_like(tgt)
+        for i, row in enumerate(targets):
+            tgt[i, :len(row)], tmask[i, :len(row)] = torch.tensor(row, device=ids.device), 1
+        labels = torch.cat([torch.full_like(ids, -100), tgt.masked_fill(tmask == 0, -100)], dim=1)
+        extra = {}
+        if "mm_token_type_ids" in prompt:  # the text after the prompt is text
+            extra["mm_token_type_ids"] = torch.cat([prompt.pop("mm_token_type_ids"), torch.zeros_like(tgt)], dim=1)
+        return {**prompt, **extra, "input_ids": torch.cat([ids, tgt], 1),
+                "attention_mask": torch.cat([mask, tmask], 1)}, labels
+
+    def caption_targets(self, captions: list[str]) -> list[list[int]]:
+        """Each caption's ids as the assistant's turn (at most ``max_txt_len - 1``), then the end-of-turn token."""
+        return [self.tokenizer.ids(c)[: self.max_txt_len - 1] + [self.end_token_id] for c in captions]
+
+    def _target_logprobs(self, inputs: dict, labels: torch.Tensor) -> torch.Tensor:
+        """Per-token log-probabilities of the labels (0 where -100), from the positions before them."""
+        width = labels.shape[1] - int((labels != -100).float().argmax(1).min())  # from the first target on
+        # the positions before each target (a model that ignores logits_to_keep returns them all)
+        logits = self.model(**inputs, logits_to_keep=width + 1).logits[:, -(width + 1):-1].float()
+        target = labels[:, -width:]
+        lp = torch.gather(F.log_softmax(logits, -1), 2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return lp * (target != -100)
+
+    def forward(self, samples: dict) -> dict:
+        if "score_token_ids" in samples:
+            return {"logprobs": self.score_sequences(samples, samples["score_token_ids"])}
+        inputs, labels = self._with_targets(samples, self.caption_targets(samples["text_input"]))
+        lp = self._target_logprobs(inputs, labels)
+        return {"loss": -lp.sum() / (labels != -100).sum().clamp(min=1)}
+
+    def score_sequences(self, samples: dict, token_ids: torch.Tensor) -> torch.Tensor:
+        """Differentiable summed log-probs of generated caption ids (B*K rows, K per video, padded after the end
+        token), each teacher-forced after its video's prompt."""
+        k = token_ids.shape[0] // len(samples["video"])
+        keep = self.sequence_mask(token_ids)
+        rows = [row[m.bool()].tolist() for row, m in zip(token_ids.cpu(), keep.cpu())]
+        inputs, labels = self._with_targets(samples, rows, repeat=k)
+        return self._target_logprobs(inputs, labels).sum(1)
+
+    @torch.no_grad()
+    def generate_ids(self, samples: dict, num_beams: int = 3, max_new_tokens: int = 20, min_new_tokens: int = 1,
+                     do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+                     num_return_sequences: int = 1) -> torch.Tensor:
+        """The model's own ``generate`` after the prompt; the new token ids only, padded after the end token."""
+        inputs = self._inputs(samples, [self.prompt_text] * len(samples["video"]))
+        out = self.model.generate(**inputs, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                                  min_new_tokens=min_new_tokens, do_sample=do_sample,
+                                  **({"temperature": temperature, "top_p": top_p} if do_sample else {}),
+                                  num_return_sequences=num_return_sequences, eos_token_id=self.end_token_id,
+                                  pad_token_id=self.tokenizer.pad_token_id)
+        return out[:, inputs["input_ids"].shape[1]:]
+
+    def encode_video(self, samples: dict) -> torch.Tensor:
+        """(B, N, D_llm): the video tokens as the LLM reads them (the family's vision tower and projector, merged
+        into the prompt by the model itself: its first hidden state at the video placeholders)."""
+        inputs = self._inputs(samples, [self.prompt_text] * len(samples["video"]))
+        config = self.model.config
+        video_id = getattr(config, "video_token_id", None) or config.video_token_index
+        embeds = self.model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[0]
+        at = inputs["input_ids"] == video_id
+        return embeds[at].view(len(at), -1, embeds.shape[-1])
+
+    def frozen_pretrained_keys(self) -> list[str]:
+        """Frozen weights from ``pretrained`` stay out of checkpoints (the config names their source): a
+        checkpoint holds the adapters and what trains."""
+        trainable = {k for k, p in self.named_parameters() if p.requires_grad}
+        return sorted(k for k in self._sourced_keys if k not in trainable)
+
+    def checkpoint_metadata(self) -> dict[str, str]:
+        meta = super().checkpoint_metadata()
+        if self.pretrained:
+            meta["pretrained"] = str(self.pretrained)
+        return meta
