@@ -31,7 +31,6 @@ FAMILIES = {  # family: (tiny card, processor saver, its prompt, video placehold
 def vlm(request, tmp_path_factory):
     """(family, checkpoint directory): weights from the family's tiny card config, and its processor."""
     import tokenizer_fixtures
-    from transformers import AutoConfig, AutoModelForImageTextToText
 
     family = request.param
     card_name, saver = FAMILIES[family][:2]
@@ -186,6 +185,13 @@ def test_torchrun_trains_the_tiny_qwen_card_then_scst_on_top(vlm, tmp_path):
     for out in (ce, scst):
         metrics = json.loads((out / "metrics.json").read_text())
         assert isinstance(metrics["test"]["CIDEr"], float) and "attr_direction_sign" in metrics["test"]
+    from vcap import load_model_and_preprocess
+
+    model, vis, _ = load_model_and_preprocess(checkpoint=str(ce / "checkpoints" / "best.safetensors"))
+    frames, mask = vis["eval"].load(next((tmp_path / "data").rglob("*.mp4")))
+    clip, mask = vis["eval"](frames, mask=mask)
+    assert clip.dtype == torch.uint8 and len(model.generate({"video": clip[None], "video_mask": mask[None]},
+                                                            num_beams=1, max_new_tokens=4)) == 1
     from safetensors.torch import load_file
 
     before, after = (load_file(str(o / "checkpoints" / "last.safetensors")) for o in (ce, scst))
