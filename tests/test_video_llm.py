@@ -27,23 +27,33 @@ FAMILIES = {  # family: (tiny card, processor saver, its prompt, video placehold
 }
 
 
+_BUILT: dict = {}
+
+
+def family_dir(family: str, tmp_path_factory) -> str:
+    """A checkpoint directory of ``family`` (built once per session): weights from the family's tiny card config,
+    saved with save_pretrained beside its processor."""
+    if family not in _BUILT:
+        import tokenizer_fixtures
+
+        from vcap.models.video_llm.video_llm import VideoLLMCaptioner
+
+        card_name, saver = FAMILIES[family][:2]
+        path = getattr(tokenizer_fixtures, saver)(tmp_path_factory.mktemp(family))
+        card = OmegaConf.to_container(OmegaConf.load(f"vcap/configs/models/video_llm/{card_name}.yaml"))["model"]
+        torch.manual_seed(0)
+        model = VideoLLMCaptioner(family=family, processor=str(path), config=card["config"]).model  # vocab completed
+        for p in model.parameters():  # a sharper random model, so that greedy decoding is not one token repeated
+            p.data.normal_(0, 0.3) if p.ndim > 1 else None
+        model.save_pretrained(path)
+        _BUILT[family] = str(path)
+    return _BUILT[family]
+
+
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def vlm(request, tmp_path_factory):
-    """(family, checkpoint directory): weights from the family's tiny card config, and its processor."""
-    import tokenizer_fixtures
-
-    family = request.param
-    card_name, saver = FAMILIES[family][:2]
-    path = getattr(tokenizer_fixtures, saver)(tmp_path_factory.mktemp(family))
-    card = OmegaConf.to_container(OmegaConf.load(f"vcap/configs/models/video_llm/{card_name}.yaml"))["model"]
-    from vcap.models.video_llm.video_llm import VideoLLMCaptioner
-
-    torch.manual_seed(0)
-    model = VideoLLMCaptioner(family=family, processor=str(path), config=card["config"]).model  # vocabulary completed
-    for p in model.parameters():  # a sharper random model, so that greedy decoding is not one token repeated
-        p.data.normal_(0, 0.3) if p.ndim > 1 else None
-    model.save_pretrained(path)
-    return family, str(path)
+    """(family, checkpoint directory)."""
+    return request.param, family_dir(request.param, tmp_path_factory)
 
 
 def video(b=2, t=4, size=56, seed=0):
@@ -164,7 +174,7 @@ def test_frames_reach_the_model_raw_and_checkpoints_hold_what_trains(vlm, tmp_pa
     assert all(torch.equal(p, again.state_dict()[n]) for n, p in model.state_dict().items())
 
 
-def test_torchrun_trains_the_tiny_qwen_card_then_scst_on_top(vlm, tmp_path):
+def test_torchrun_trains_the_tiny_qwen_card_then_scst_on_top(tmp_path, tmp_path_factory):
     """2 gloo processes: cross-entropy on a few generated videos with model_type tiny_qwen2_5_vl (the tiny card's
     random weights, the processor directory of Qwen's conventions), sharded with run.fsdp over its decoder layers
     and vision blocks; then SCST from its checkpoint (DDP)."""
@@ -172,9 +182,7 @@ def test_torchrun_trains_the_tiny_qwen_card_then_scst_on_top(vlm, tmp_path):
 
     from test_e2e import options, run, torchrun
 
-    if vlm[0] != "qwen2_5_vl":
-        pytest.skip("the torchrun demo is Qwen2.5-VL's (the other families share every line it runs)")
-    vlm_dir = vlm[1]
+    vlm_dir = family_dir("qwen2_5_vl", tmp_path_factory)  # the processor; the weights come from the tiny card
     ce, scst = tmp_path / "ce", tmp_path / "scst"
     common = [f"model.processor={vlm_dir}", "run.max_iters=3", "run.valid_splits=[]", "run.batch_size_train=4",
               "run.batch_size_eval=8", "run.num_beams=1", "run.max_new_tokens=6"]
