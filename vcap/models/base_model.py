@@ -83,17 +83,42 @@ class BaseModel(torch.nn.Module):
         """(B, T, C, H, W) -> (B, T', D) frame-encoder features."""
         raise NotImplementedError(f"{type(self).__name__} has no frame encoder whose features can be cached")
 
+    _sourced_keys: set = frozenset()  # keys whose weights come from a source the config names (``pretrained``)
+
     def frozen_pretrained_keys(self) -> list[str]:
-        """State-dict keys of frozen weights loaded from a pretrained source (not saved in checkpoints)."""
-        return []
+        """State-dict keys of frozen weights loaded from a pretrained source (``_sourced_keys`` that do not train):
+        not written into checkpoints, since the config names their source and rebuilding the model reloads them."""
+        trainable = {k for k, p in self.named_parameters() if p.requires_grad}
+        return sorted(k for k in self._sourced_keys if k not in trainable)
 
     def checkpoint_metadata(self) -> dict[str, str]:
-        """Strings stored in the checkpoint header beside the weights (e.g. a trained tokenizer)."""
-        tok = getattr(self, "tokenizer", None)
+        """Strings stored in the checkpoint header beside the weights: a trained tokenizer, and ``pretrained``
+        (where the frozen weights left out come from)."""
+        tok, meta = getattr(self, "tokenizer", None), {}
+        if getattr(self, "pretrained", None):
+            meta["pretrained"] = str(self.pretrained)
         for cls, _, key in TRAINED_TOKENIZERS.values():
             if isinstance(tok, cls):
-                return {key: tok.to_str()}
-        return {}
+                meta[key] = tok.to_str()
+        return meta
+
+
+def add_lora(model: torch.nn.Module, lora: dict, default_targets) -> None:
+    """LoRA adapters (peft) on ``model``: ``{r, alpha, dropout, target_modules}`` (peft's defaults 8 / 16 / 0.05,
+    ``default_targets``); the adapters train in fp32 beside frozen low-precision weights, nothing else of
+    ``model`` trains."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    unknown = set(lora) - {"r", "alpha", "dropout", "target_modules"}
+    if unknown:
+        raise ValueError(f"model.lora: unknown keys {sorted(unknown)}; expected r, alpha, dropout, target_modules")
+    inject_adapter_in_model(LoraConfig(r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16),
+                                       lora_dropout=lora.get("dropout", 0.05),
+                                       target_modules=list(lora.get("target_modules", default_targets))), model)
+    for n, p in model.named_parameters():
+        if "lora_" in n:
+            p.data = p.data.float()
+        p.requires_grad_("lora_" in n)
 
 
 class Captioner(BaseModel):

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel
 
-from vcap.models.base_model import Captioner, load_transformers
+from vcap.models.base_model import Captioner, add_lora, load_transformers
 from vcap.models.blip2.conventions import TABLE, resolve_source
 from vcap.processors.tokenizer import load_text_tokenizer
 
@@ -185,23 +185,9 @@ class Blip2Video(Captioner):
         self._apply_conventions()
         self.lora = dict(lora) if lora else None
         if self.lora:
-            from peft import LoraConfig, inject_adapter_in_model
-
-            unknown = set(self.lora) - {"r", "alpha", "dropout", "target_modules"}
-            if unknown:
-                raise ValueError(f"model.lora: unknown keys {sorted(unknown)}; expected r, alpha, dropout, target_modules")
-            cfg = LoraConfig(r=self.lora.get("r", 8), lora_alpha=self.lora.get("alpha", 16),
-                             lora_dropout=self.lora.get("dropout", 0.05),
-                             target_modules=list(self.lora.get("target_modules", self.LORA_TARGETS)))
-            inject_adapter_in_model(cfg, self.language_model)  # adapters trainable, the rest as frozen above
-            for n, p in self.language_model.named_parameters():
-                if "lora_" in n:
-                    p.data = p.data.float()  # adapters train in fp32 beside the low-precision frozen weights
-            if "language_model" in self._frozen_modules:  # the LLM stays in eval mode, its adapters' dropout too
+            add_lora(self.language_model, self.lora, self.LORA_TARGETS)
+            if "language_model" in self._frozen_modules:  # the LLM trains its adapters (in train mode: their dropout)
                 self._frozen_modules.remove("language_model")
-                self.language_model.requires_grad_(False)
-                for n, p in self.language_model.named_parameters():
-                    p.requires_grad_("lora_" in n)
         # weights that come from a source named in the config: frozen ones stay out of checkpoints
         self._sourced_keys = {k for k in self.state_dict() if k.startswith(("vision_model.", "language_model."))
                               and "lora_" not in k} if pretrained else set()
@@ -333,16 +319,8 @@ class Blip2Video(Captioner):
         return {"loss": -lp.sum() / mask.sum().clamp(min=1)}
 
 
-    def frozen_pretrained_keys(self) -> list[str]:
-        """Frozen weights that came from ``pretrained`` or a LAVIS checkpoint are not written into vcap
-        checkpoints: the config names their source and rebuilding the model reloads them."""
-        trainable = {k for k, p in self.named_parameters() if p.requires_grad}
-        return sorted(k for k in self._sourced_keys if k not in trainable)
-
     def checkpoint_metadata(self) -> dict[str, str]:
         meta = super().checkpoint_metadata()
-        if self.pretrained:
-            meta["pretrained"] = str(self.pretrained)  # where the frozen weights left out come from
         if self.lavis_checkpoint:
             meta["lavis_checkpoint"] = ",".join(map(str, self.lavis_checkpoint))
         meta["conventions"] = self.conventions.source

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from vcap.common.registry import registry
-from vcap.models.base_model import Captioner
+from vcap.models.base_model import Captioner, add_lora
 from vcap.models.blip2.base import frozen_torch_dtype
 from vcap.processors.tokenizer import HFTokenizer
 
@@ -113,10 +113,10 @@ class VideoLLMCaptioner(Captioner):
                 p.data = p.data.float()
                 p.requires_grad_(True)
         if self.lora:
-            self._add_lora(spec)
-        # frozen towers stay in eval mode (no dropout), LoRA's adapters too where the LLM is frozen
+            add_lora(_module(self.model, spec["llm"]), self.lora, spec["lora"])
+        # frozen towers stay in eval mode (no dropout); an LLM with adapters trains them (their dropout on)
         self._frozen_towers = [f"model.{m}" for m, frozen in ((spec["vision"], freeze_vision),
-                                                              (spec["llm"], freeze_llm)) if frozen]
+                                                              (spec["llm"], freeze_llm and not self.lora)) if frozen]
         self._sourced_keys = {f"model.{k}" for k in self.model.state_dict() if "lora_" not in k} if pretrained else set()
         if grad_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -134,21 +134,6 @@ class VideoLLMCaptioner(Captioner):
         config.setdefault("video_token_index", tk.convert_tokens_to_ids(self.processor.video_token.content))
         config["text_config"] = {"vocab_size": len(tk), "pad_token_id": tk.pad_token_id, **config.get("text_config", {})}
         return config
-
-    def _add_lora(self, spec: dict) -> None:
-        from peft import LoraConfig, inject_adapter_in_model
-
-        unknown = set(self.lora) - {"r", "alpha", "dropout", "target_modules"}
-        if unknown:
-            raise ValueError(f"model.lora: unknown keys {sorted(unknown)}; expected r, alpha, dropout, target_modules")
-        llm = _module(self.model, spec["llm"])
-        inject_adapter_in_model(LoraConfig(r=self.lora.get("r", 8), lora_alpha=self.lora.get("alpha", 16),
-                                           lora_dropout=self.lora.get("dropout", 0.05),
-                                           target_modules=list(self.lora.get("target_modules", spec["lora"]))), llm)
-        for n, p in llm.named_parameters():
-            if "lora_" in n:
-                p.data = p.data.float()
-                p.requires_grad_(True)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -248,14 +233,3 @@ class VideoLLMCaptioner(Captioner):
         at = inputs["input_ids"] == video_id
         return embeds[at].view(len(at), -1, embeds.shape[-1])
 
-    def frozen_pretrained_keys(self) -> list[str]:
-        """Frozen weights from ``pretrained`` stay out of checkpoints (the config names their source): a
-        checkpoint holds the adapters and what trains."""
-        trainable = {k for k, p in self.named_parameters() if p.requires_grad}
-        return sorted(k for k in self._sourced_keys if k not in trainable)
-
-    def checkpoint_metadata(self) -> dict[str, str]:
-        meta = super().checkpoint_metadata()
-        if self.pretrained:
-            meta["pretrained"] = str(self.pretrained)
-        return meta

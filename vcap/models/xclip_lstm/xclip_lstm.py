@@ -219,9 +219,3 @@ class XCLIPLSTMCaptioner(Captioner):
         if not (self.pretrained and self.freeze_xclip):
             return []
         return [k for k in self.state_dict() if k.split(".")[0] in self._frozen_modules]
-
-    def checkpoint_metadata(self) -> dict[str, str]:
-        meta = super().checkpoint_metadata()
-        if self.pretrained:
-            meta["pretrained"] = str(self.pretrained)
-        return meta
