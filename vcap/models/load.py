@@ -95,7 +95,7 @@ def build_inference(cfg=None, checkpoint=None, dataset: str | None = None, devic
                          + (_stamp(ckpt) if ckpt else ""))
             cfg = copy.deepcopy(cfg)  # the caller's config keeps its output_dir
             cfg.run.output_dir = out
-        set_seed(int(cfg.run.get("seed", 42)))
+        set_seed(run_config(cfg).seed)
         task = registry.get_task_class(cfg.run.task).setup_task(cfg)
         learns = cfg.model.get("tokenizer") in TRAINED_TOKENIZERS and not cfg.model.get("checkpoint")
         model = task.build_model(cfg, task.build_datasets(cfg) if learns else {})

@@ -173,11 +173,12 @@ class HFTokenizer(_Padded):
     - BERT: ``[CLS]`` (101) opens, ``[SEP]`` (102) closes, ``[PAD]`` (0) pads.
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, tk=None):
+        """``tk``: the tokenizer already loaded from ``name`` (a processor's), rather than loading it again."""
         from transformers import AutoTokenizer
 
         try:
-            self.tk = AutoTokenizer.from_pretrained(name)
+            self.tk = tk if tk is not None else AutoTokenizer.from_pretrained(name)
         except (OSError, ValueError) as e:
             raise ValueError(f"model.tokenizer {name!r}: not a word-tokenizer file and no Hugging Face tokenizer could "
                              f"be loaded from it (offline, it must be a directory or an id in the local cache): {e}") from e

@@ -88,7 +88,7 @@ class VideoLLMCaptioner(Captioner):
             raise ValueError("video_llm built from model.config needs model.processor (a processor directory with "
                              "the family's tokenizer and chat template)")
         self.processor = AutoProcessor.from_pretrained(processor or pretrained)
-        self.tokenizer = HFTokenizer(processor or pretrained)
+        self.tokenizer = HFTokenizer(processor or pretrained, tk=self.processor.tokenizer)  # the processor's own
         low = frozen_torch_dtype(frozen_dtype)
         if pretrained:
             from vcap.models.base_model import load_transformers
