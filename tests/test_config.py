@@ -271,3 +271,20 @@ def test_checks_that_used_to_wait_for_the_runner_happen_in_build_config():
     text = "\n".join(problems(project(model={"arch": "clipcap"}, run={"task": "captioning", "output_dir": "o",
                                                                        "cache_vit_features": True})))
     assert "model.arch 'clipcap' has no ViT feature cache" in text
+
+
+@pytest.mark.parametrize("arch, key, value, choices", [
+    ("clip4clip", "sim_header", "meanp", "'meanP', 'seqLSTM', 'seqTransf', 'tightTransf'"),
+    ("clip4clip", "linear_patch", "3D", "'2d', '3d'"),
+    ("clipcap", "mapper", "mlp2", "'mlp', 'transformer', 'cross'"),
+    ("xclip_lstm", "spm_model_type", "word", "'unigram', 'bpe'"),
+])
+def test_each_choice_a_constructor_checked_by_hand_is_its_annotations_now(arch, key, value, choices):
+    """The constructors no longer repeat these checks: build_config's one report names key, value and choices."""
+    task = "retrieval" if arch == "clip4clip" else "captioning"
+    dataset = "synthetic_retrieval" if arch == "clip4clip" else "synthetic_caption"
+    found = problems(project(model={"arch": arch, "model_type": "tiny", key: value},
+                             datasets={dataset: {"vis_processor": {"eval": {"frame_order": "backwards"}}}},
+                             run={"task": task, "output_dir": "output/x"}))
+    assert f"model.{key}: got {value!r}, expected one of {choices}" in found
+    assert any(p.startswith(f"datasets.{dataset}.vis_processor.eval.frame_order: got 'backwards'") for p in found), found

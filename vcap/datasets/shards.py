@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import random
-import tarfile
 from pathlib import Path
 from typing import Literal
 
@@ -84,31 +83,15 @@ def write_shards(records: list[dict], video_root: str | os.PathLike, out: str | 
 # ------------------------------------------------------------------------------------------------
 # Reading
 # ------------------------------------------------------------------------------------------------
-def _open_url(url: str):
-    """A readable binary stream for a local path or anything webdataset's gopen opens (pipe:, http...)."""
-    if "://" not in url and not url.startswith("pipe:"):
-        return open(url, "rb")
-    from webdataset.gopen import gopen
-
-    return gopen(url, "rb")
-
-
 def iter_shard(url: str):
-    """``(key, {ext: bytes})`` per sample of one tar shard, in order."""
-    with _open_url(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
-        key, parts = None, {}
-        for member in tar:
-            if not member.isfile():
-                continue
-            base = os.path.basename(member.name)
-            k, _, ext = base.partition(".")
-            if key is not None and k != key:
-                yield key, parts
-                parts = {}
-            key = k
-            parts[ext] = tar.extractfile(member).read()
-        if key is not None:
-            yield key, parts
+    """``(key, {ext: bytes})`` per sample of one tar shard, in order: webdataset's own tar reading, from a local
+    path or anything its gopen opens (pipe:, http...)."""
+    from webdataset.gopen import gopen
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    with gopen(url, "rb") as stream:
+        for sample in group_by_keys(tar_file_expander([{"stream": stream, "url": url}])):
+            yield os.path.basename(sample["__key__"]), {k: v for k, v in sample.items() if not k.startswith("__")}
 
 
 def video2dataset_index(folder: Path) -> dict:
@@ -160,8 +143,6 @@ class ShardTrainDataset(IterableDataset):
         else:
             self.index = json.loads(self.index_path.read_text())
         self.vis_processor, self.text_processor = vis_processor, text_processor
-        if captions not in ("all", "one"):
-            raise ValueError(f"captions must be 'all' or 'one', got {captions!r}")
         self.mode, self.seed, self.epoch, self.buffer_size = captions, seed, 0, buffer_size
         self.batch_size, self.rank, self.world = 1, 0, 1
 

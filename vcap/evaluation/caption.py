@@ -80,33 +80,41 @@ def caption_scores(refs: dict, preds: dict, spice: bool = True, java: bool = Tru
     ``java=False`` computes BLEU, ROUGE-L and CIDEr after ``python_tokenize`` and says, under
     ``tokenizer``, that the numbers are non-standard.
     """
-    if not java:
-        return _scores_without_java(refs, preds)
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     missing = [k for k in refs if k not in preds]
     if missing:
         raise ValueError(f"{len(missing)} ids have references but no prediction, e.g. {missing[:3]}")
-    _require_java()
     ids = list(refs)
-    tok = PTBTokenizer()
-    with _java_stderr_captured():  # the tokenizer's "PTBTokenizer tokenized N tokens at ..." lines
-        gts = tok.tokenize({i: [{"caption": c} for c in refs[i]] for i in ids})
-        res = tok.tokenize({i: [{"caption": preds[i]}] for i in ids})
-    out: dict = {}
+    if java:
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        _require_java()
+        tok = PTBTokenizer()
+        with _java_stderr_captured():  # the tokenizer's "PTBTokenizer tokenized N tokens at ..." lines
+            gts = tok.tokenize({i: [{"caption": c} for c in refs[i]] for i in ids})
+            res = tok.tokenize({i: [{"caption": preds[i]}] for i in ids})
+    else:
+        gts = {i: [python_tokenize(c) for c in refs[i]] for i in ids}
+        res = {i: [python_tokenize(preds[i])] for i in ids}
     with contextlib.redirect_stdout(io.StringIO()):  # Bleu prints its n-gram counts
         bleu, _ = Bleu(4).compute_score(gts, res)
-    out.update({f"Bleu_{n + 1}": float(b) for n, b in enumerate(bleu)})
-    meteor = Meteor()
-    out["METEOR"] = float(meteor.compute_score(gts, res)[0])
-    del meteor  # its __del__ stops the Java process
+    out: dict = {f"Bleu_{n + 1}": float(b) for n, b in enumerate(bleu)}
+    if java:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        meteor = Meteor()
+        out["METEOR"] = float(meteor.compute_score(gts, res)[0])
+        del meteor  # its __del__ stops the Java process
     out["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
     out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
-    if spice:
+    if not java:
+        out["METEOR"] = out["SPICE"] = None
+        out["notes"] = {"METEOR": "unavailable: needs Java", "SPICE": "unavailable: needs Java",
+                        "tokenizer": NON_STANDARD}
+    elif spice:
         reason = spice_status()
         if reason is None:
             from pycocoevalcap.spice.spice import Spice
@@ -115,26 +123,6 @@ def caption_scores(refs: dict, preds: dict, spice: bool = True, java: bool = Tru
         else:  # every metric is a number or null; why it is null is in notes
             out["SPICE"] = None
             out["notes"] = {"SPICE": reason}
-    return out
-
-
-def _scores_without_java(refs: dict, preds: dict) -> dict:
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
-
-    missing = [k for k in refs if k not in preds]
-    if missing:
-        raise ValueError(f"{len(missing)} ids have references but no prediction, e.g. {missing[:3]}")
-    gts = {i: [python_tokenize(c) for c in refs[i]] for i in refs}
-    res = {i: [python_tokenize(preds[i])] for i in refs}
-    with contextlib.redirect_stdout(io.StringIO()):
-        bleu, _ = Bleu(4).compute_score(gts, res)
-    out: dict = {f"Bleu_{n + 1}": float(b) for n, b in enumerate(bleu)}
-    out["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
-    out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
-    out["METEOR"] = out["SPICE"] = None
-    out["notes"] = {"METEOR": "unavailable: needs Java", "SPICE": "unavailable: needs Java", "tokenizer": NON_STANDARD}
     return out
 
 

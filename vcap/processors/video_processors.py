@@ -10,7 +10,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from vcap.common.registry import registry
-from vcap.datasets.video import SAMPLINGS, DecodedVideo, Sampling, read_frames, sample_clip
+from vcap.datasets.video import DecodedVideo, Sampling, read_frames, sample_clip
 from vcap.processors.base import BaseProcessor
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -32,11 +32,7 @@ class _VideoProcessor(BaseProcessor):
                  backend: Literal["auto", "pyav", "decord"] = "auto", normalize: bool = True):
         self.num_frames, self.sampling, self.image_size = num_frames, sampling, image_size
         self.normalize = normalize
-        if sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         self.mean, self.std = list(mean), list(std)
-        if frame_order not in ("normal", "reverse", "shuffle"):
-            raise ValueError(f"frame_order must be normal, reverse or shuffle, got {frame_order!r}")
         self.frame_order = frame_order
         self.sample_fps, self.fps_slice, self.backend = sample_fps, fps_slice, backend
         self.short_side = int(round(decode_scale * image_size)) if decode_scale else None

@@ -235,8 +235,6 @@ class CaptionTrainDataset(VideoDataset):
 
     def __init__(self, *args, captions: Literal["all", "one"] = "all", **kwargs):
         super().__init__(*args, **kwargs)
-        if captions not in ("all", "one"):
-            raise ValueError(f"captions must be 'all' or 'one', got {captions!r}")
         self.pairs = [(i, k) for i, r in enumerate(self.records)
                       for k in (range(len(r["captions"])) if captions == "all" else [None])]
 

@@ -137,8 +137,6 @@ class Blip2Video(Captioner):
                  conventions: Literal["auto", "lavis", "transformers"] = "auto"):
         super().__init__()
         self.conventions = TABLE[resolve_source(conventions, lavis_checkpoint)]
-        if frame_fusion not in ("concat_tokens", "concat_queries"):
-            raise ValueError(f"frame_fusion {frame_fusion!r}: expected 'concat_tokens' or 'concat_queries'")
         self.tokenizer = load_text_tokenizer(tokenizer)
         tok = self.tokenizer
         low = frozen_torch_dtype(frozen_dtype)

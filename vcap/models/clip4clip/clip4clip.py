@@ -23,7 +23,6 @@ from vcap.models.clip4clip import weights as W
 from vcap.processors.tokenizer import load_text_tokenizer
 
 log = logging.getLogger(__name__)
-HEADERS = ("meanP", "seqLSTM", "seqTransf", "tightTransf")
 
 
 def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -110,10 +109,6 @@ class CLIP4Clip(BaseModel):
                  max_frames: int = 32, tight_top_k: int = 16, coef_lr: float = 1.0, max_txt_len: int = 32,
                  max_logit_scale: float = math.log(100.0)):
         super().__init__()
-        if sim_header not in HEADERS:
-            raise ValueError(f"sim_header {sim_header!r}: expected one of {HEADERS}")
-        if linear_patch not in ("2d", "3d"):
-            raise ValueError(f"linear_patch {linear_patch!r}: expected '2d' or '3d'")
         self.tokenizer = load_text_tokenizer(tokenizer)
         source = W.read_pretrained(pretrained) if pretrained else None
         if source is not None:

@@ -24,7 +24,6 @@ from vcap.models.generation import generate_from_prefix, prefix_logprobs
 from vcap.processors.tokenizer import load_text_tokenizer
 
 log = logging.getLogger(__name__)
-MAPPERS = ("mlp", "transformer", "cross")
 
 
 # -- CLIPCap's mapping networks (the same module names, so its weights load one to one) ----------------
@@ -187,8 +186,6 @@ class CLIPCap(Captioner):
                  normalize_prefix: bool = False, max_txt_len: int = 32, clipcap_weights: str | None = None,
                  freeze_clip: bool = True, clip_resnet: str | dict | None = None):
         super().__init__()
-        if mapper not in MAPPERS:
-            raise ValueError(f"mapper {mapper!r}: expected one of {MAPPERS}")
         self.tokenizer = load_text_tokenizer(tokenizer)
         self.clip_report = None
         if clip_resnet is not None:

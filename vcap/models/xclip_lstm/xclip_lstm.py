@@ -12,6 +12,8 @@ video), not from a random split of caption rows.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from transformers import XCLIPConfig, XCLIPModel
@@ -40,13 +42,11 @@ class XCLIPLSTMCaptioner(Captioner):
     PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/xclip_lstm/tiny.yaml",
                                     "base16": "configs/models/xclip_lstm/base16.yaml"}
 
-    def __init__(self, tokenizer: str = "spm", spm_vocab_size: int = 10000, spm_model_type: str = "unigram",
-                 xclip_config: dict | None = None,
+    def __init__(self, tokenizer: str = "spm", spm_vocab_size: int = 10000,
+                 spm_model_type: Literal["unigram", "bpe"] = "unigram", xclip_config: dict | None = None,
                  pretrained: str | None = None, freeze_xclip: bool = True, embed_dim: int = 512,
                  hidden_dim: int = 512, num_layers: int = 4, dropout: float = 0.1, max_txt_len: int = 32):
         super().__init__()
-        if spm_model_type not in ("unigram", "bpe"):
-            raise ValueError(f"spm_model_type {spm_model_type!r}: expected 'unigram' or 'bpe'")
         self.tokenizer = load_text_tokenizer(tokenizer)
         if pretrained:
             xclip = load_transformers(XCLIPModel, pretrained, "X-CLIP")
