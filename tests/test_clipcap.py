@@ -115,3 +115,20 @@ def test_generation_is_deterministic_and_respects_length_limits(word_tokenizer_p
     assert torch.equal(x, model.generate_ids(s, num_beams=1, do_sample=True, top_p=0.9, max_new_tokens=4))
     with pytest.raises(ValueError, match="min_new_tokens"):
         model.generate_ids(s, max_new_tokens=2, min_new_tokens=3)
+
+
+@pytest.mark.parametrize("freeze_clip", [True, False])
+def test_checkpoints_leave_out_exactly_the_frozen_pretrained_weights(word_tokenizer_path, tmp_path, freeze_clip):
+    """BaseModel's one rule: weights from clip_pretrained / lm_pretrained stay out of checkpoints while frozen; a
+    pretrained CLIP that trains is saved like the rest."""
+    tiny = build(word_tokenizer_path)
+    tiny.clip.save_pretrained(tmp_path / "clip")
+    tiny.gpt.save_pretrained(tmp_path / "gpt")
+    model = build(word_tokenizer_path, clip_pretrained=str(tmp_path / "clip"), lm_pretrained=str(tmp_path / "gpt"),
+                  only_prefix=True, freeze_clip=freeze_clip)
+    frozen = set(model.frozen_pretrained_keys())
+    keys = set(model.state_dict())
+    assert {k for k in keys if k.startswith("gpt.")} <= frozen
+    assert ({k for k in keys if k.startswith("clip.")} <= frozen) == freeze_clip
+    assert not any(k.startswith("clip.") for k in frozen) or freeze_clip
+    assert not any(k.startswith("clip_project.") for k in frozen)

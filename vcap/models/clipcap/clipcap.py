@@ -231,7 +231,8 @@ class CLIPCap(Captioner):
             self.clip_project = CrossMapper(dim_clip, dim, prefix_length, mapper_layers, mapper_heads)
         self.mapper, self.prefix_length, self.dim = mapper, prefix_length, dim
         self.normalize_prefix, self.max_txt_len, self.only_prefix = normalize_prefix, max_txt_len, only_prefix
-        self.clip_source, self.lm_source = clip_pretrained, lm_pretrained
+        sourced = tuple(p for p, src in (("clip.", clip_pretrained), ("gpt.", lm_pretrained)) if src)
+        self._sourced_keys = {k for k in self.state_dict() if k.startswith(sourced)} if sourced else set()
         self.load_report = load_clipcap_weights(self, clipcap_weights) if clipcap_weights else None
 
     # -- shared encoding: video -> LM prefix (forward, generate and score_sequences all use it) ----------
@@ -263,9 +264,3 @@ class CLIPCap(Captioner):
     @torch.no_grad()
     def generate_ids(self, samples: dict, **gen_cfg) -> torch.Tensor:
         return generate_from_prefix(self.gpt, self.encode_video(samples), self.tokenizer, **gen_cfg)
-
-    def frozen_pretrained_keys(self) -> list[str]:
-        """Frozen weights that came from a pretrained source (a from-scratch CLIP is saved like the rest)."""
-        keys = self.state_dict()
-        out = [k for k in keys if k.startswith("clip.")] if self.clip_source else []
-        return out + ([k for k in keys if k.startswith("gpt.")] if self.only_prefix and self.lm_source else [])

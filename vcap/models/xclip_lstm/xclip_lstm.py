@@ -74,6 +74,8 @@ class XCLIPLSTMCaptioner(Captioner):
         self.drop = torch.nn.Dropout(dropout)
         self.head = torch.nn.Linear(hidden_dim, len(self.tokenizer))
         self.num_layers, self.max_txt_len = num_layers, max_txt_len
+        self._sourced_keys = {k for k in self.state_dict() if k.startswith(("vision_model.", "visual_projection.",
+                                                                            "mit."))} if pretrained else set()
 
     # -- the one shared encoding path: video -> initial LSTM state ---------------------------------
     @property
@@ -213,9 +215,3 @@ class XCLIPLSTMCaptioner(Captioner):
             rows.extend(seq for _, seq in pool[:n_return])
         width = max(len(s) for s in rows)
         return torch.tensor([s + [pad] * (width - len(s)) for s in rows], dtype=torch.long, device=dev)
-
-    def frozen_pretrained_keys(self) -> list[str]:
-        """A frozen X-CLIP from ``pretrained`` is not written into checkpoints (the config names it)."""
-        if not (self.pretrained and self.freeze_xclip):
-            return []
-        return [k for k in self.state_dict() if k.split(".")[0] in self._frozen_modules]
