@@ -152,6 +152,32 @@ def test_lora_trains_its_adapters_and_the_projector_and_nothing_frozen(vlm):
     assert logp.shape == (3,) and logp.requires_grad
 
 
+def test_activation_checkpointing_recomputes_the_llm_layers_to_the_same_gradients(vlm):
+    """grad_checkpointing on a LoRA model: each LLM layer runs forward again in backward, and the loss and
+    the adapters' gradients stay what they were."""
+    runs = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = captioner(vlm, lora={"r": 2, "dropout": 0.0}, freeze_llm=True, grad_checkpointing=ckpt).train()
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+        layer = next(m for m in model.model.modules() if type(m).__name__.endswith("DecoderLayer"))
+        calls = []
+        inner = next(m for m in layer.modules() if isinstance(m, torch.nn.Linear))  # the layer's own hooks stay outside
+        inner.register_forward_pre_hook(lambda m, i: calls.append(1))
+        loss = model({"video": video(), "text_input": CAPTIONS})["loss"]
+        loss.backward()
+        assert len(calls) == (2 if ckpt else 1)
+        runs.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if "lora_" in n}))
+    (loss_a, a), (loss_b, b) = runs
+    assert loss_a == pytest.approx(loss_b, abs=1e-6) and a.keys() == b.keys()
+    assert all(torch.allclose(a[n], b[n], atol=1e-5) for n in a)
+
+
 def test_frames_reach_the_model_raw_and_checkpoints_hold_what_trains(vlm, tmp_path):
     vlm_dir = vlm[1]
     cfg = build_config(OmegaConf.create({

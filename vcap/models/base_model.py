@@ -103,6 +103,17 @@ class BaseModel(torch.nn.Module):
         return meta
 
 
+def enable_checkpointing(module: torch.nn.Module) -> None:
+    """Non-reentrant activation checkpointing of a transformers model's layers: transformers 5's
+    ``activation_checkpointing_enable``, or ``gradient_checkpointing_enable`` where that is all there is (it is
+    deprecated in 5 and goes in 6)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(module, "activation_checkpointing_enable"):
+        module.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def add_lora(model: torch.nn.Module, lora: dict, default_targets) -> None:
     """LoRA adapters (peft) on ``model``: ``{r, alpha, dropout, target_modules}`` (peft's defaults 8 / 16 / 0.05,
     ``default_targets``); the adapters train in fp32 beside frozen low-precision weights, nothing else of

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel
 
-from vcap.models.base_model import Captioner, add_lora, load_transformers
+from vcap.models.base_model import Captioner, add_lora, enable_checkpointing, load_transformers
 from vcap.models.blip2.conventions import TABLE, resolve_source
 from vcap.processors.tokenizer import load_text_tokenizer
 
@@ -198,7 +198,7 @@ class Blip2Video(Captioner):
         self._end_token_id = self._resolve_end_token()  # a tokenizer that cannot end captions as said fails here
         if grad_checkpointing:
             for name in ("vision_model", "language_model"):
-                getattr(self, name).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                enable_checkpointing(getattr(self, name))
 
 
     def _finish_language_model(self) -> None:

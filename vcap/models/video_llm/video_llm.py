@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from vcap.common.registry import registry
-from vcap.models.base_model import Captioner, add_lora
+from vcap.models.base_model import Captioner, add_lora, enable_checkpointing
 from vcap.models.blip2.base import frozen_torch_dtype
 from vcap.processors.tokenizer import HFTokenizer
 
@@ -119,7 +119,7 @@ class VideoLLMCaptioner(Captioner):
                                                               (spec["llm"], freeze_llm and not self.lora)) if frozen]
         self._sourced_keys = {f"model.{k}" for k in self.model.state_dict() if "lora_" not in k} if pretrained else set()
         if grad_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(self.model)
         # a chat model's prompt is a user turn in its chat template; InstructBLIP's is the instruction itself
         turn = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
         self.prompt_text = self.processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False) \
