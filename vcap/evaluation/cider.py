@@ -11,39 +11,14 @@ text-processor-cleaned references and decoded word-tokenizer captions).
 """
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import scipy.sparse as sp
 
 N_MAX = 4
 SIGMA = 6.0
-
-
-def ngram_counts(text: str, n: int = N_MAX) -> list[Counter]:
-    """Counts of the k-grams (tuples of words) of ``text``, one Counter per k = 1..n."""
-    words = text.split()
-    return [Counter(zip(*(words[i:] for i in range(k)))) for k in range(1, n + 1)]
-
-
-BASE = 36_000  # word ids below BASE - 1 pack an n-gram of up to 4 words into one int64 (36000**4 * 5 < 2**63)
-
-
-def _ngram_codes(ids: np.ndarray, rows: np.ndarray, n: int):
-    """(text, n-gram code, size - 1) of every n-gram occurrence; a code packs the word ids and the size."""
-    out_rows, out_codes, out_sizes = [], [], []
-    code = ids + 1
-    for k in range(n):
-        if k:  # n-grams of size k + 1 start at i when words i..i+k belong to the same text
-            code = code[:-1] * BASE + (ids[k:] + 1)
-            same = rows[k:] == rows[:-k]
-            start = rows[:-k]
-        else:
-            same, start = np.ones(len(ids), bool), rows
-        out_rows.append(start[same])
-        out_codes.append(code[same] * (n + 1) + k)
-        out_sizes.append(np.full(int(same.sum()), k))
-    return np.concatenate(out_rows), np.concatenate(out_codes), np.concatenate(out_sizes)
+# an n-gram's key is (the code of its first n-1 words) * BASE + (the id of its last word), in int64: up to 2**31
+# distinct words, and up to 2**32 distinct n-grams of one size in a corpus and a batch together
+BASE = 1 << 31
 
 
 def _distinct(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,8 +36,9 @@ def _distinct(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class CiderD:
     """``CiderD(refs)`` then ``score(candidates, ids)``: one CIDEr-D value per candidate.
 
-    N-grams are counted with NumPy over packed integer codes (word ids from the corpus); a batch
-    whose words do not fit the packing falls back to counting tuples in Python (same result).
+    N-grams are numbered with NumPy one size at a time: an n-gram's key is its prefix's number and its last
+    word, and the numbers are dense, the corpus's n-grams first (their vocabulary columns), so a vocabulary of
+    any size is counted the same way.
     """
 
     def __init__(self, refs: dict, n: int = N_MAX, sigma: float = SIGMA):
@@ -75,82 +51,66 @@ class CiderD:
         self.ref_start = np.cumsum([0] + [len(refs[vid]) for vid in self.ids])  # refs of video v: [start[v], start[v+1])
         video_of_ref = np.repeat(np.arange(len(self.ids)), np.diff(self.ref_start))
         self.words: dict[str, int] = {}
+        self.keys: list[np.ndarray] = []  # per n-gram size, the corpus's sorted keys: an n-gram's number is its place
         self.ref_len = np.log(float(len(self.ids)))
-        rows, keys, sizes, tfs = self._occurrences(texts, grow=True)
-        self.packed = isinstance(keys, np.ndarray)
+        rows, sizes, codes, tfs = self._occurrences(texts, grow=True)
+        self.offset = np.cumsum([0] + [len(k) for k in self.keys])  # the vocabulary column of each size's number 0
+        self.order = np.repeat(np.arange(n), np.diff(self.offset))
+        cols = self._columns(sizes, codes)
         # document frequency: in how many reference *sets* (videos) an n-gram appears
-        if self.packed:
-            first, _ = _distinct(video_of_ref[rows], keys)
-            vocab, df = np.unique(keys[first], return_counts=True)
-            self.vocab_codes, self.vocab = vocab, None
-            self.order = (vocab % (n + 1)).astype(np.int64)
-        else:
-            df_counter = Counter()
-            for v in range(len(self.ids)):
-                sel = np.flatnonzero(video_of_ref[rows] == v)
-                df_counter.update({keys[i] for i in sel})
-            self.vocab = {g: j for j, g in enumerate(df_counter)}
-            df = np.fromiter(df_counter.values(), np.int64, len(df_counter))
-            self.order = np.fromiter((len(g) - 1 for g in df_counter), np.int64, len(df_counter))
+        first, _ = _distinct(video_of_ref[rows], cols)
+        df = np.bincount(cols[first], minlength=self.offset[-1])
         self.weight = self.ref_len - np.log(np.maximum(1.0, df.astype(np.float64)))
-        self.R, self.ref_norm, self.ref_length = self._vectors(len(texts), rows, keys, sizes, tfs)
+        self.R, self.ref_norm, self.ref_length = self._vectors(len(texts), rows, sizes, cols, tfs)
 
     def _occurrences(self, texts: list[str], grow: bool = False):
-        """Distinct (text, n-gram) pairs: (rows, keys, sizes - 1, term frequencies). Keys are packed
-        int64 codes, or tuples of words when the vocabulary is too large to pack. ``grow`` adds new
-        words to the corpus vocabulary; otherwise (candidates) they get ids after it for this call only."""
+        """Distinct (text, n-gram) pairs: (rows, sizes - 1, the n-grams' numbers, term frequencies). ``grow`` (the
+        corpus) numbers its words and n-grams for good; candidates' new ones are numbered after the corpus's, for
+        this call only."""
         split = [t.split() for t in texts]
         flat = [w for ws in split for w in ws]
-        known = self.words
+        known, new = self.words, {}
+        ids = np.fromiter((known.setdefault(w, len(known)) if grow else known[w] if w in known else
+                           len(known) + new.setdefault(w, len(new)) for w in flat), np.int64, len(flat))
+        if len(known) + len(new) >= BASE:
+            raise ValueError(f"CiderD numbers at most {BASE - 1} distinct words")
         if grow:
-            ids = np.fromiter((known.setdefault(w, len(known)) for w in flat), np.int64, len(flat))
-            vocab_size = len(known)
-        else:
-            new: dict[str, int] = {}
-            ids = np.fromiter((known[w] if w in known else len(known) + new.setdefault(w, len(new)) for w in flat),
-                              np.int64, len(flat))
-            vocab_size = len(known) + len(new)
+            self.keys.append(np.arange(len(known)))  # a word's number is its id
         rows = np.repeat(np.arange(len(texts)), [len(ws) for ws in split])
-        if vocab_size < BASE - 1:
-            rows, codes, sizes = _ngram_codes(ids, rows, self.n)
-            first, tf = _distinct(rows, codes)
-            return rows[first], codes[first], sizes[first], tf.astype(np.float64)
-        out_rows, keys, sizes, tfs = [], [], [], []
-        for i, ws in enumerate(split):
-            for k, c in enumerate(ngram_counts(" ".join(ws), self.n)):
-                out_rows.extend([i] * len(c))
-                keys.extend(c.keys())
-                sizes.extend([k] * len(c))
-                tfs.extend(c.values())
-        return np.array(out_rows, np.int64), keys, np.array(sizes, np.int64), np.array(tfs, np.float64)
+        out_rows, out_sizes, out_codes = [rows], [np.zeros(len(ids), np.int64)], [ids]
+        code = ids
+        for k in range(1, self.n):  # n-grams of size k + 1: words i..i+k, within one text
+            same = rows[k:] == rows[:-k]
+            key = code[:-1] * BASE + ids[k:]
+            code = np.zeros(len(key), np.int64)  # texts are in order: a window across two has no extension
+            code[same] = self._number(key[same], k, grow)
+            out_rows.append(rows[k:][same])
+            out_sizes.append(np.full(int(same.sum()), k))
+            out_codes.append(code[same])
+        rows, sizes, codes = np.concatenate(out_rows), np.concatenate(out_sizes), np.concatenate(out_codes)
+        first, tf = _distinct(rows, sizes, codes)
+        return rows[first], sizes[first], codes[first], tf.astype(np.float64)
 
-    def _columns(self, keys) -> np.ndarray:
-        """Vocabulary column of each key, -1 for n-grams outside the corpus."""
-        if isinstance(keys, np.ndarray):
-            if self.vocab is None:
-                pos = np.searchsorted(self.vocab_codes, keys)
-                pos_c = np.minimum(pos, len(self.vocab_codes) - 1)
-                return np.where(self.vocab_codes[pos_c] == keys, pos_c, -1)
-            keys = self._unpack(keys)
-        elif self.vocab is None:  # a tuple batch against a packed corpus
-            self.vocab = {g: j for j, g in enumerate(self._unpack(self.vocab_codes))}
-        return np.fromiter(map(self.vocab.get, keys, [-1] * len(keys)), np.int64, len(keys))
+    def _number(self, keys: np.ndarray, k: int, grow: bool) -> np.ndarray:
+        """Dense numbers of the size-(k + 1) n-grams with ``keys``: the corpus's are their places in its sorted
+        keys, the others' come after them."""
+        if grow:
+            corpus, numbers = np.unique(keys, return_inverse=True)
+            self.keys.append(corpus)
+            return numbers
+        corpus = self.keys[k]
+        place = np.minimum(np.searchsorted(corpus, keys), max(len(corpus) - 1, 0))
+        found = corpus[place] == keys if len(corpus) else np.zeros(len(keys), bool)
+        numbers = place.copy()
+        numbers[~found] = len(corpus) + np.unique(keys[~found], return_inverse=True)[1]
+        return numbers
 
-    def _unpack(self, codes: np.ndarray) -> list[tuple]:
-        names = {i: w for w, i in self.words.items()}
-        out = []
-        for code in codes.tolist():
-            size, code = code % (self.n + 1) + 1, code // (self.n + 1)
-            digits = []
-            for _ in range(size):
-                code, d = divmod(code, BASE)
-                digits.append(names[d - 1])
-            out.append(tuple(reversed(digits)))
-        return out
+    def _columns(self, sizes: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Vocabulary column of each n-gram, -1 for n-grams outside the corpus."""
+        return np.where(codes < np.diff(self.offset)[sizes], self.offset[sizes] + codes, -1)
 
-    def _vectors(self, num_rows: int, rows, keys, sizes, tfs):
+    def _vectors(self, num_rows: int, rows, sizes, cols, tfs):
         """(tf-idf matrix over the vocabulary, norms (rows, n) including unseen n-grams, bigram counts)."""
-        cols = self._columns(keys)
         known = cols >= 0
         # an n-gram outside the corpus has df 0, and log(max(1, 0)) = 0: its weight is log(N)
         w = tfs * np.where(known, self.weight[np.where(known, cols, 0)], self.ref_len)
@@ -158,6 +118,7 @@ class CiderD:
         length = np.bincount(rows[sizes == 1], weights=tfs[sizes == 1], minlength=num_rows)
         matrix = sp.csr_matrix((w[known], (rows[known], cols[known])), shape=(num_rows, len(self.weight)))
         return matrix, np.sqrt(norm_sq.reshape(num_rows, self.n)), length
+
     def score(self, candidates: list[str], ids: list) -> np.ndarray:
         """CIDEr-D of ``candidates[i]`` against all references of ``ids[i]``."""
         if len(candidates) != len(ids):
@@ -167,7 +128,8 @@ class CiderD:
             raise KeyError(f"ids without references in the corpus, e.g. {unknown[:3]}")
         if not candidates:
             return np.zeros(0)
-        C, c_norm, c_length = self._vectors(len(candidates), *self._occurrences(candidates))
+        rows, sizes, codes, tfs = self._occurrences(candidates)
+        C, c_norm, c_length = self._vectors(len(candidates), rows, sizes, self._columns(sizes, codes), tfs)
         videos = np.array([self.row_of_id[v] for v in ids])
         starts, ends = self.ref_start[videos], self.ref_start[videos + 1]
         counts = ends - starts
