@@ -18,9 +18,10 @@ def _prog(script: str, command: str) -> str:
     return f"vcap {command}" if _VIA_VCAP else script
 
 
-def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+def _parser(prog: str, description: str, required: bool = True) -> argparse.ArgumentParser:
+    """``--cfg-path`` (a project) and ``--options`` (its overrides), as every command that reads a project takes them."""
     p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--cfg-path", required=True, help="project YAML, e.g. projects/demo/caption_synthetic.yaml")
+    p.add_argument("--cfg-path", required=required, help="project YAML, e.g. projects/demo/caption_synthetic.yaml")
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config values, e.g. run.max_epoch=2 model.checkpoint=out/best.safetensors")
     return p
@@ -72,12 +73,9 @@ def format_table(metrics: dict) -> str:
 
 
 def evaluate_main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog=_prog("evaluate.py", "evaluate"), description=(
-        "Evaluate a project's test splits (a model from model.checkpoint; plain python or torchrun), "
-        "or score an existing results file against ground truth without a model (--results, --gt)."))
-    p.add_argument("--cfg-path", help="project YAML, e.g. projects/demo/caption_synthetic.yaml")
-    p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override config values, e.g. model.checkpoint=output/run/checkpoints/best.safetensors")
+    p = _parser(_prog("evaluate.py", "evaluate"), "Evaluate a project's test splits (a model from model.checkpoint; "
+                "plain python or torchrun), or score an existing results file against ground truth without a model "
+                "(--results, --gt).", required=False)
     p.add_argument("--results", help="predictions: vcap results/<split>.json, COCO results or {id: caption}")
     p.add_argument("--gt", help="references: COCO-style captions, vcap annotations or {id: [captions]}")
     p.add_argument("--out", help="where --results mode writes its metrics (default: <results>.metrics.json)")
@@ -290,11 +288,10 @@ def shard_main(argv=None) -> Path:
 
 
 def _inference_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = _parser(prog, description, required=False)
     p.add_argument("--model", help="a vcap checkpoint (best.safetensors) or a run's checkpoints/ directory: it "
-                                   "stores its model config, tokenizer and evaluation processor")
-    p.add_argument("--cfg-path", help="or a project YAML (with --options model.checkpoint=...)")
-    p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE", help="override values of the project")
+                                   "stores its model config, tokenizer and evaluation processor; or --cfg-path with "
+                                   "--options model.checkpoint=...")
     return p
 
 
