@@ -28,13 +28,18 @@ def test_generated_files_are_real_h264_with_the_card_frame_count(tiny_data):
 
 
 def test_generation_is_deterministic_and_seed_dependent(tmp_path):
-    small = {**TINY_SPEC, "num_train": 4, "num_val": 3, "num_test": 3, "num_frames": 4}
+    """The same seed gives the same captions and every video the same decoded frames (lossy libx264 did not:
+    about one file in ten decoded differently from one run to the next)."""
+    small = {**TINY_SPEC, "num_train": 30, "num_val": 3, "num_test": 3, "num_frames": 4}
     spec = SyntheticSpec(**{**small, "seed": 1})
     other = SyntheticSpec(**{**small, "seed": 2})
     a, b, c = generate(spec, tmp_path / "a"), generate(spec, tmp_path / "b"), generate(other, tmp_path / "c")
     ann = lambda d: (d / "annotations" / "train.json").read_text()  # noqa: E731
     assert ann(a) == ann(b) != ann(c)
-    assert np.array_equal(full_decode(a / "videos" / "test00001.mp4"), full_decode(b / "videos" / "test00001.mp4"))
+    videos = sorted(p.name for p in (a / "videos").glob("*.mp4"))
+    assert len(videos) == 36
+    differ = [v for v in videos if not np.array_equal(full_decode(a / "videos" / v), full_decode(b / "videos" / v))]
+    assert not differ, differ
     assert spec.key() != other.key()
 
 

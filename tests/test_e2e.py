@@ -310,7 +310,8 @@ def test_fsdp_trains_like_ddp_and_its_checkpoint_loads_unsharded(tmp_path):
     assert weights["ddp"].keys() == weights["fsdp"].keys()
     assert any("lora_B" in k for k in weights["fsdp"])
     for k, v in weights["ddp"].items():
-        assert torch.allclose(v, weights["fsdp"][k], atol=2e-5, rtol=1e-4), k
+        assert torch.allclose(v, weights["fsdp"][k], atol=2e-5, rtol=1e-4), \
+            f"{k}: max |ddp - fsdp| {(v - weights['fsdp'][k]).abs().max():.3g}, max |ddp| {v.abs().max():.3g}"
     sharded = json.loads((tmp_path / "fsdp" / "metrics.json").read_text())["test"]
     again = tmp_path / "unsharded"
     run([sys.executable, "evaluate.py", "--cfg-path", project, *options(
