@@ -47,10 +47,10 @@ class BaseModel(torch.nn.Module):
         return model
 
     def train(self, mode: bool = True):
-        """Frozen sub-modules (names in ``self._frozen_modules``) stay in eval mode (no dropout)."""
+        """Frozen sub-modules (names, dotted or not, in ``self._frozen_modules``) stay in eval mode (no dropout)."""
         super().train(mode)
         for name in getattr(self, "_frozen_modules", ()):
-            getattr(self, name).eval()
+            self.get_submodule(name).eval()
         return self
 
     @property

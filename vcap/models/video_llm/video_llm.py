@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from vcap.common.registry import registry
-from vcap.models.base_model import Captioner, add_lora, enable_checkpointing
+from vcap.models.base_model import Captioner, add_lora, enable_checkpointing, load_transformers
 from vcap.models.blip2.base import frozen_torch_dtype
 from vcap.processors.tokenizer import HFTokenizer
 
@@ -37,12 +37,6 @@ FAMILIES = {
                            "model_type": "instructblipvideo",
                            "fsdp": ("LlamaDecoderLayer", "InstructBlipVideoEncoderLayer", "InstructBlipVideoQFormerLayer")},
 }
-
-
-def _module(root: torch.nn.Module, dotted: str) -> torch.nn.Module:
-    for part in dotted.split("."):
-        root = getattr(root, part)
-    return root
 
 
 @registry.register_model("video_llm")
@@ -91,8 +85,6 @@ class VideoLLMCaptioner(Captioner):
         self.tokenizer = HFTokenizer(processor or pretrained, tk=self.processor.tokenizer)  # the processor's own
         low = frozen_torch_dtype(frozen_dtype)
         if pretrained:
-            from vcap.models.base_model import load_transformers
-
             self.model = load_transformers(AutoModelForImageTextToText, pretrained, "video LLM", dtype=low)
         else:
             config = self._complete(family, dict(config))
@@ -113,10 +105,10 @@ class VideoLLMCaptioner(Captioner):
                 p.data = p.data.float()
                 p.requires_grad_(True)
         if self.lora:
-            add_lora(_module(self.model, spec["llm"]), self.lora, spec["lora"])
+            add_lora(self.model.get_submodule(spec["llm"]), self.lora, spec["lora"])
         # frozen towers stay in eval mode (no dropout); an LLM with adapters trains them (their dropout on)
-        self._frozen_towers = [f"model.{m}" for m, frozen in ((spec["vision"], freeze_vision),
-                                                              (spec["llm"], freeze_llm and not self.lora)) if frozen]
+        self._frozen_modules = [f"model.{m}" for m, frozen in ((spec["vision"], freeze_vision),
+                                                               (spec["llm"], freeze_llm and not self.lora)) if frozen]
         self._sourced_keys = {f"model.{k}" for k in self.model.state_dict() if "lora_" not in k} if pretrained else set()
         if grad_checkpointing:
             enable_checkpointing(self.model)
@@ -134,12 +126,6 @@ class VideoLLMCaptioner(Captioner):
         config.setdefault("video_token_index", tk.convert_tokens_to_ids(self.processor.video_token.content))
         config["text_config"] = {"vocab_size": len(tk), "pad_token_id": tk.pad_token_id, **config.get("text_config", {})}
         return config
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for name in self._frozen_towers:
-            _module(self, name).eval()
-        return self
 
     @property
     def FSDP_LAYERS(self) -> tuple[str, ...]:  # noqa: N802  (the runner's name)
