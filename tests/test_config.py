@@ -278,12 +278,16 @@ def test_checks_that_used_to_wait_for_the_runner_happen_in_build_config():
     ("clip4clip", "linear_patch", "3D", "'2d', '3d'"),
     ("clipcap", "mapper", "mlp2", "'mlp', 'transformer', 'cross'"),
     ("xclip_lstm", "spm_model_type", "word", "'unigram', 'bpe'"),
+    ("blip2_opt", "frozen_dtype", "bf17", "'auto', 'bf16', 'fp16', 'fp32'"),
+    ("blip2_t5", "conventions", "fairseq", "'auto', 'lavis', 'transformers'"),
+    ("video_llm", "frozen_dtype", "half", "'auto', 'bf16', 'fp16', 'fp32'"),
 ])
 def test_each_choice_a_constructor_checked_by_hand_is_its_annotations_now(arch, key, value, choices):
     """The constructors no longer repeat these checks: build_config's one report names key, value and choices."""
     task = "retrieval" if arch == "clip4clip" else "captioning"
     dataset = "synthetic_retrieval" if arch == "clip4clip" else "synthetic_caption"
-    found = problems(project(model={"arch": arch, "model_type": "tiny", key: value},
+    model_type = "tiny_qwen2_5_vl" if arch == "video_llm" else "tiny"
+    found = problems(project(model={"arch": arch, "model_type": model_type, key: value},
                              datasets={dataset: {"vis_processor": {"eval": {"frame_order": "backwards"}}}},
                              run={"task": task, "output_dir": "output/x"}))
     assert f"model.{key}: got {value!r}, expected one of {choices}" in found

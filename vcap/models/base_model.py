@@ -11,7 +11,6 @@ from vcap.common.config import MODEL_RESERVED_KEYS, signature_keys
 from vcap.processors.tokenizer import TRAINED_TOKENIZERS
 
 
-
 def load_transformers(model_cls, spec: str, what: str, key: str = "model.pretrained", **kwargs):
     """``model_cls.from_pretrained(spec, **kwargs)``, with an error naming the config key when nothing loads offline."""
     try:

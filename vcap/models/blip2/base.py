@@ -30,8 +30,6 @@ def frozen_torch_dtype(name: str) -> torch.dtype:
     the memory, as in LAVIS), fp32 on the CPU."""
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    if name not in DTYPES:
-        raise ValueError(f"model.frozen_dtype {name!r}: expected one of auto, {', '.join(DTYPES)}")
     return DTYPES[name]
 
 
@@ -82,8 +80,6 @@ def load_blip2(pretrained: str, frozen: set[str], dtype: torch.dtype, also_train
         log.warning("%s: %d trained weights were not found in its safetensors files at full precision and keep the "
                     "%s values (e.g. %s)", pretrained, len(missing), dtype, missing[:3])
     return hf
-
-
 
 
 class Blip2Video(Captioner):
@@ -200,7 +196,6 @@ class Blip2Video(Captioner):
             for name in ("vision_model", "language_model"):
                 enable_checkpointing(getattr(self, name))
 
-
     def _finish_language_model(self) -> None:
         """What the LM needs once built, however it was built (from a directory, a config, on the meta device)."""
 
@@ -277,12 +272,10 @@ class Blip2Video(Captioner):
         out = self.language_projection(out)
         return out.reshape(b, -1, out.shape[-1])
 
-
     # -- the text around the queries --------------------------------------------------------------
     @property
     def end_token_id(self) -> int:
         return self._end_token_id
-
 
     def _resolve_end_token(self) -> int:
         """The LM config's EOS (the tokenizer's for a new LM)."""
@@ -301,7 +294,6 @@ class Blip2Video(Captioner):
         ctx = emb(torch.tensor(context, dtype=torch.long, device=video_embeds.device))
         return torch.cat([video_embeds, ctx.unsqueeze(0).expand(video_embeds.shape[0], -1, -1)], dim=1)
 
-
     def forward(self, samples: dict) -> dict:
         """The captioner's cross-entropy; under LAVIS's conventions with an empty prompt, OPT's BOS counts as
         one more target per caption, predicted from the last query."""
@@ -315,7 +307,6 @@ class Blip2Video(Captioner):
             mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
         lp = self._token_logprobs(self.encode_video(samples), ids, mask, context)
         return {"loss": -lp.sum() / mask.sum().clamp(min=1)}
-
 
     def checkpoint_metadata(self) -> dict[str, str]:
         meta = super().checkpoint_metadata()

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SOURCES = ("auto", "lavis", "transformers")
-
 
 @dataclass(frozen=True)
 class Blip2Conventions:
@@ -52,8 +50,6 @@ TABLE = {
 def resolve_source(conventions: str, lavis_checkpoint) -> str:
     """``auto``: ``lavis`` when a LAVIS checkpoint is loaded, else ``transformers`` (also for a model built
     from ``blip2_config``, whose parts are transformers modules)."""
-    if conventions not in SOURCES:
-        raise ValueError(f"model.conventions {conventions!r}: expected one of {', '.join(SOURCES)}")
     if conventions == "auto":
         return "lavis" if lavis_checkpoint else "transformers"
     return conventions
