@@ -11,6 +11,12 @@ import torch
 import torch.nn.functional as F
 
 
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) log-probability of each token of ``ids`` under the (B, L, V) ``logits`` at its position, in fp32
+    (zero where ``mask`` is 0)."""
+    return torch.gather(F.log_softmax(logits.float(), dim=-1), 2, ids.unsqueeze(-1)).squeeze(-1) * mask
+
+
 def prefix_logprobs(lm, prefix: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Log-probability of each token of ``ids`` given ``prefix`` embeddings before it, for a causal LM
     (zero where ``mask`` is 0): the token at position P + i is predicted from position P + i - 1.
@@ -19,8 +25,7 @@ def prefix_logprobs(lm, prefix: torch.Tensor, ids: torch.Tensor, mask: torch.Ten
     the prefix's (32 query positions x a 50k vocabulary for BLIP-2), and the last token is not fed."""
     embeds = torch.cat([prefix, lm.get_input_embeddings()(ids[:, :-1])], dim=1)
     attn = torch.cat([torch.ones(prefix.shape[:2], dtype=mask.dtype, device=mask.device), mask[:, :-1]], dim=1)
-    logits = lm(inputs_embeds=embeds, attention_mask=attn, logits_to_keep=ids.shape[1]).logits.float()
-    return torch.gather(F.log_softmax(logits, dim=-1), 2, ids.unsqueeze(-1)).squeeze(-1) * mask
+    return token_logprobs(lm(inputs_embeds=embeds, attention_mask=attn, logits_to_keep=ids.shape[1]).logits, ids, mask)
 
 
 @torch.no_grad()

@@ -17,6 +17,15 @@ from tokenizers.pre_tokenizers import Whitespace
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 
 
+def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows right-padded with ``pad_id`` into (B, L) ``ids`` and the ``mask`` of real tokens (long)."""
+    ids = torch.full((len(rows), max(1, max(map(len, rows)))), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row, dtype=torch.long), 1
+    return ids, mask
+
+
 class _Padded:
     """``__call__`` (BOS + ids + EOS, right-padded) shared by the word and Hugging Face tokenizers.
     A tokenizer without a BOS token (T5's) adds none."""
@@ -35,13 +44,7 @@ class _Padded:
         for t in texts:
             ids = self.ids(t)[: max_length - int(add_bos) - int(add_eos)]
             rows.append(([self.bos_token_id] if add_bos else []) + ids + ([self.eos_token_id] if add_eos else []))
-        width = max(1, max(len(r) for r in rows))
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[i, : len(r)] = 1
-        return input_ids, mask
+        return pad_rows(rows, self.pad_token_id)
 
 
 class WordTokenizer(_Padded):

@@ -9,6 +9,7 @@ from vcap.common.registry import registry
 from vcap.models.blip2.base import Blip2Video
 from vcap.models.blip2.conventions import join_prompt
 from vcap.models.generation import generate_from_prefix, prefix_logprobs
+from vcap.processors.tokenizer import pad_rows
 
 
 @registry.register_model("blip2_opt")
@@ -63,13 +64,8 @@ class Blip2OPTVideo(Blip2Video):
         bos = context[:1] if tok.bos_token_id is not None else []
         rows = [(bos + tok.ids(join_prompt(self.prompt, c)))[len(context):][:room] + [self.end_token_id]
                 for c in captions]
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, row in enumerate(rows):
-            ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), 1
+        ids, mask = pad_rows(rows, tok.pad_token_id)
         return ids.to(self.device), mask.to(self.device)
-
 
     def _token_logprobs(self, video_embeds: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor,
                         context: list[int] | None = None) -> torch.Tensor:

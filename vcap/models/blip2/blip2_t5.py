@@ -3,12 +3,11 @@ through the T5 encoder, the caption is the decoder's. Video encoding is ``Blip2V
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from transformers import T5Config, T5ForConditionalGeneration
 
 from vcap.common.registry import registry
 from vcap.models.blip2.base import Blip2Video
-from vcap.models.generation import generate_from_prefix
+from vcap.models.generation import generate_from_prefix, token_logprobs
 
 
 @registry.register_model("blip2_t5")
@@ -69,9 +68,8 @@ class Blip2T5Video(Blip2Video):
         decoder_mask = torch.cat([torch.ones_like(target_mask[:, :1]), target_mask[:, :-1]], dim=1)
         logits = self.language_model(inputs_embeds=prefix,
                                      attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device),
-                                     decoder_input_ids=decoder_in, decoder_attention_mask=decoder_mask).logits.float()
-        lp = torch.gather(F.log_softmax(logits, dim=-1), 2, target_ids.unsqueeze(-1)).squeeze(-1)
-        return lp * target_mask
+                                     decoder_input_ids=decoder_in, decoder_attention_mask=decoder_mask).logits
+        return token_logprobs(logits, target_ids, target_mask)
 
     @torch.no_grad()
     def generate_ids(self, samples: dict, **gen_cfg) -> torch.Tensor:

@@ -175,11 +175,9 @@ def read_pretrained(spec: str) -> PretrainedSource:
     """CLIP weights from a Hugging Face id / directory, an OpenAI CLIP file or a CLIP4Clip checkpoint."""
     path = Path(spec)
     if not path.is_file():  # a transformers CLIP (directory, or an id in the local cache)
-        try:
-            clip, info = CLIPModel.from_pretrained(spec, output_loading_info=True)
-        except OSError as e:
-            raise ValueError(f"model.pretrained {spec!r}: not a file, and no transformers CLIP could be loaded from it "
-                             f"(offline, it must be a directory or an id in the local cache): {e}") from e
+        from vcap.models.base_model import load_transformers
+
+        clip, info = load_transformers(CLIPModel, spec, "CLIP (and not a file)", output_loading_info=True)
         # transformers loaded it by its own rules: what it left out is reported, what it dropped ignored
         return PretrainedSource(str(spec), clip, LoadReport(str(spec), missing=list(info["missing_keys"]),
                                                             ignored=list(info["unexpected_keys"])))

@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLI
 
 from vcap.common.registry import registry
 from vcap.common.weights import load_state, read_state_dict
-from vcap.models.base_model import Captioner
+from vcap.models.base_model import Captioner, load_transformers
 from vcap.models.generation import generate_from_prefix, prefix_logprobs
 from vcap.processors.tokenizer import load_text_tokenizer
 
@@ -195,13 +195,13 @@ class CLIPCap(Captioner):
             if clip_pretrained:
                 self.clip_report = load_clip_resnet(self.clip, clip_pretrained)
         elif clip_pretrained:
-            self.clip = CLIPVisionModelWithProjection.from_pretrained(clip_pretrained)
+            self.clip = load_transformers(CLIPVisionModelWithProjection, clip_pretrained, "CLIP", "model.clip_pretrained")
         elif clip_config is not None:
             self.clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_config))
         else:
             raise ValueError("clipcap needs clip_config or clip_pretrained")
         if lm_pretrained:
-            self.gpt = AutoModelForCausalLM.from_pretrained(lm_pretrained)
+            self.gpt = load_transformers(AutoModelForCausalLM, lm_pretrained, "causal LM", "model.lm_pretrained")
         elif lm_config is not None:
             cfg = dict(lm_config)
             cfg.setdefault("vocab_size", len(self.tokenizer))

@@ -15,12 +15,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from vcap.common.registry import registry
 from vcap.models.base_model import Captioner, add_lora, enable_checkpointing, load_transformers
 from vcap.models.blip2.base import frozen_torch_dtype
-from vcap.processors.tokenizer import HFTokenizer
+from vcap.models.generation import token_logprobs
+from vcap.processors.tokenizer import HFTokenizer, pad_rows
 
 # per family: the vision tower's module (frozen with freeze_vision) and what of it still trains (the projector
 # into the LLM), the LLM's module, LoRA's default targets, and the layers run.fsdp shards on their own
@@ -154,12 +154,7 @@ class VideoLLMCaptioner(Captioner):
         prompt, the video tokens and the padding."""
         prompt = self._inputs(samples, [self.prompt_text] * (len(samples["video"]) * repeat), repeat)
         ids, mask = prompt.pop("input_ids"), prompt.pop("attention_mask")
-        width = max(map(len, targets))
-        pad = self.tokenizer.pad_token_id
-        tgt = torch.full((len(targets), width), pad, dtype=torch.long, device=ids.device)
-        tmask = torch.zeros_like(tgt)
-        for i, row in enumerate(targets):
-            tgt[i, :len(row)], tmask[i, :len(row)] = torch.tensor(row, device=ids.device), 1
+        tgt, tmask = (t.to(ids.device) for t in pad_rows(targets, self.tokenizer.pad_token_id))
         labels = torch.cat([torch.full_like(ids, -100), tgt.masked_fill(tmask == 0, -100)], dim=1)
         extra = {}
         if "mm_token_type_ids" in prompt:  # the text after the prompt is text
@@ -175,10 +170,9 @@ class VideoLLMCaptioner(Captioner):
         """Per-token log-probabilities of the labels (0 where -100), from the positions before them."""
         width = labels.shape[1] - int((labels != -100).float().argmax(1).min())  # from the first target on
         # the positions before each target (a model that ignores logits_to_keep returns them all)
-        logits = self.model(**inputs, logits_to_keep=width + 1).logits[:, -(width + 1):-1].float()
+        logits = self.model(**inputs, logits_to_keep=width + 1).logits[:, -(width + 1):-1]
         target = labels[:, -width:]
-        lp = torch.gather(F.log_softmax(logits, -1), 2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return lp * (target != -100)
+        return token_logprobs(logits, target.clamp(min=0), target != -100)
 
     def forward(self, samples: dict) -> dict:
         if "score_token_ids" in samples:

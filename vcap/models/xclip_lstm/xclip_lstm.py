@@ -20,7 +20,8 @@ from transformers import XCLIPConfig, XCLIPModel
 
 from vcap.common.registry import registry
 from vcap.models.base_model import Captioner, load_transformers
-from vcap.processors.tokenizer import load_text_tokenizer
+from vcap.models.generation import token_logprobs
+from vcap.processors.tokenizer import load_text_tokenizer, pad_rows
 
 
 @registry.register_model("xclip_lstm")
@@ -112,8 +113,8 @@ class XCLIPLSTMCaptioner(Captioner):
 
     def _token_logprobs(self, visual: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor):
         start = torch.full_like(target_ids[:, :1], self.tokenizer.bos_token_id)
-        logits = self.sequence_logits(visual, torch.cat([start, target_ids[:, :-1]], dim=1)).float()
-        return torch.gather(F.log_softmax(logits, -1), 2, target_ids.unsqueeze(-1)).squeeze(-1) * target_mask
+        logits = self.sequence_logits(visual, torch.cat([start, target_ids[:, :-1]], dim=1))
+        return token_logprobs(logits, target_ids, target_mask)
 
     @torch.no_grad()
     def generate_ids(self, samples: dict, num_beams: int = 3, max_new_tokens: int = 20, min_new_tokens: int = 1,
@@ -213,5 +214,4 @@ class XCLIPLSTMCaptioner(Captioner):
                                   for j in range(k) if scores[r, j] > -float("inf")]
             pool.sort(key=lambda x: -x[0])
             rows.extend(seq for _, seq in pool[:n_return])
-        width = max(len(s) for s in rows)
-        return torch.tensor([s + [pad] * (width - len(s)) for s in rows], dtype=torch.long, device=dev)
+        return pad_rows(rows, pad)[0].to(dev)
