@@ -85,13 +85,12 @@ def evaluate_main(argv=None) -> dict:
     if args.results or args.gt:
         if not (args.results and args.gt) or args.cfg_path:
             p.error("--results and --gt go together, without --cfg-path")
-        import json
-
+        from vcap.common.checkpoint import write_json
         from vcap.evaluation.caption import score_results
 
         metrics = score_results(args.results, args.gt, java=not args.no_java)
         out = Path(args.out or Path(args.results).with_suffix(".metrics.json"))
-        out.write_text(json.dumps(metrics, indent=2))
+        write_json(out, metrics, indent=2)
         print(format_table(metrics))
         print(f"written to {out}")
         return metrics

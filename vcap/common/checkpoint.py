@@ -15,7 +15,6 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -36,6 +35,11 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_json(path: str | os.PathLike, obj, indent: int | None = None) -> None:
+    """``obj`` as JSON at ``path`` (its folder made), atomically: a killed process leaves the old file or none."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=indent)))
 
 
 def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None,

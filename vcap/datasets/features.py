@@ -55,6 +55,7 @@ def extract_features(model, dataset, out: str | os.PathLike, split: str, signatu
     """Embed every video of ``dataset`` (an evaluation dataset) with ``model.frame_features``."""
     from safetensors.torch import save_file
 
+    from vcap.common.checkpoint import write_json
     from vcap.datasets.datasets.base import collate
 
     out = Path(out)
@@ -87,7 +88,5 @@ def extract_features(model, dataset, out: str | os.PathLike, split: str, signatu
         if len(shard) >= 2 * shard_size:
             flush()
     flush()
-    tmp = index_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(index))
-    os.replace(tmp, index_path)
+    write_json(index_path, index)
     return {"split": split, "videos": len(dataset) - len(bad), "bad": bad, "out": str(out)}

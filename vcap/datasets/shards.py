@@ -30,6 +30,7 @@ from typing import Literal
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from vcap.common.checkpoint import write_json
 from vcap.datasets.datasets.base import collate, item_seed
 from vcap.datasets.prepare.common import VIDEO_EXTENSIONS
 from vcap.datasets.video import VideoBytes, VideoDecodeError
@@ -76,7 +77,7 @@ def write_shards(records: list[dict], video_root: str | os.PathLike, out: str | 
     (out / "captions.json").write_text(json.dumps([c for r in records for c in r["captions"]]))
     index = {"split": split, "videos": len(records), "captions": sum(len(r["captions"]) for r in records),
              "shards": shards}
-    (out / "index.json").write_text(json.dumps(index))
+    write_json(out / "index.json", index)  # last, and whole: an index means every shard it names is written
     return out / "index.json"
 
 
@@ -234,6 +235,7 @@ class ShardTrainDataset(IterableDataset):
         rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{worker}")
         buffer, batch, bad, good = [], [], [], []
         pending = 0  # failed items owed a substitute: an earlier good item again, so batches stay whole
+
         def emit(item):
             nonlocal pending
             try:

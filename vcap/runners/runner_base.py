@@ -21,7 +21,7 @@ from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Samp
 from tqdm import tqdm
 
 from vcap.common import dist
-from vcap.common.checkpoint import load_weights, save_weights
+from vcap.common.checkpoint import load_weights, save_weights, write_json
 from vcap.common.config import run_config
 from vcap.common.fsdp import (full_state_dict, gathered, is_meta, is_sharded, load_optimizer_state,
                               optimizer_state, set_gradient_sync, shard_model)
@@ -534,7 +534,7 @@ class RunnerBase:
     def write_metrics(self, metrics: dict) -> None:
         if dist.is_main_process():
             path = self.output_dir / "metrics.json"
-            path.write_text(json.dumps(metrics, indent=2))
+            write_json(path, metrics, indent=2)
             log.info("metrics written to %s:\n%s", path, json.dumps(metrics, indent=2))
 
     def evaluate_only(self) -> dict:

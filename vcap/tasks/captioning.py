@@ -1,12 +1,12 @@
 """Captioning: cross-entropy training; evaluation generates captions and scores them with pycocoevalcap."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from vcap.common import dist
+from vcap.common.checkpoint import write_json
 from vcap.common.registry import registry
 from vcap.evaluation.caption import METRIC_KEYS, caption_scores
 from vcap.tasks.base_task import BaseTask
@@ -17,8 +17,7 @@ def write_coco_gt(refs: dict[str, list[str]], path: Path) -> None:
     images = [{"id": vid} for vid in refs]
     annotations = [{"image_id": vid, "id": n, "caption": c}
                    for n, (vid, c) in enumerate((v, c) for v, caps in refs.items() for c in caps)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "type": "captions"}))
+    write_json(path, {"images": images, "annotations": annotations, "type": "captions"})
 
 
 @registry.register_task("captioning")
@@ -54,8 +53,6 @@ class CaptioningTask(BaseTask):
             write_coco_gt(all_refs, Path(output_dir) / "gt" / f"{split}.json")
             if hasattr(dataset, "extra_metrics"):  # dataset-specific diagnostics, e.g. attribute accuracy
                 metrics.update(dataset.extra_metrics(preds))
-            out = Path(output_dir) / "results" / f"{split}.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            rows = [{"video_id": k, "prediction": preds[k], "references": refs[k]} for k in refs]
-            out.write_text(json.dumps(rows, indent=1))
+            write_json(Path(output_dir) / "results" / f"{split}.json",
+                       [{"video_id": k, "prediction": preds[k], "references": refs[k]} for k in refs], indent=1)
         return dist.broadcast_object(metrics)

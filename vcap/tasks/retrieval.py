@@ -1,12 +1,12 @@
 """Video-text retrieval: contrastive training; evaluation ranks every text against every video."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from vcap.common import dist
+from vcap.common.checkpoint import write_json
 from vcap.common.registry import registry
 from vcap.evaluation.retrieval import retrieval_metrics_blocks
 from vcap.tasks.base_task import BaseTask
@@ -61,13 +61,11 @@ class RetrievalTask(BaseTask):
                                                [new_v[dataset.text_to_video[t]] for t in keep_t],
                                                dual_softmax=self.run.dual_softmax, top1=top1, details=details)
             metrics["num_videos"], metrics["num_bad_videos"] = len(keep_v), len(bad)
-            out = Path(output_dir) / "results" / f"{split}.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
             ids = [dataset.records[v]["video_id"] for v in keep_v]
-            out.write_text(json.dumps([{"text": dataset.texts[t], "video_id": dataset.records[dataset.text_to_video[t]]["video_id"],
-                                        "top1": ids[top1[n]], "rank": details["rank"][n],
-                                        "top5": [ids[v] for v in details["top5"][n]]} for n, t in enumerate(keep_t)],
-                                      indent=1))
+            write_json(Path(output_dir) / "results" / f"{split}.json",
+                       [{"text": dataset.texts[t], "video_id": dataset.records[dataset.text_to_video[t]]["video_id"],
+                         "top1": ids[top1[n]], "rank": details["rank"][n], "top5": [ids[v] for v in details["top5"][n]]}
+                        for n, t in enumerate(keep_t)], indent=1)
         return dist.broadcast_object(metrics)
 
 

@@ -1,11 +1,11 @@
 """Shared parts of the converters: finding files and videos, writing annotations and a summary."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
+from vcap.common.checkpoint import write_json
 from vcap.datasets.video import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,7 @@ class Output:
         kept = [r for r in records if r["video"] is not None]
         gone = [r["video_id"] for r in records if r["video"] is None]
         self.missing.extend(f"{name}\t{v}" for v in gone)
-        path = self.out / "annotations" / f"{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(kept, indent=1))
-        os.replace(tmp, path)
+        write_json(self.out / "annotations" / f"{name}.json", kept, indent=1)
         self.summary[name] = {"videos": len(kept), "captions": sum(len(r["captions"]) for r in kept),
                               "missing_videos": len(gone)}
 
@@ -91,7 +87,7 @@ class Output:
         if not link.exists() and not link.is_symlink() and root != link.resolve():
             link.symlink_to(root, target_is_directory=True)
         summary = {"splits": self.summary, "videos": str(root), "missing_videos": len(self.missing)}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_json(self.out / "summary.json", summary, indent=1)
         for name, counts in self.summary.items():
             print(f"{name}: {counts['videos']} videos, {counts['captions']} captions, "
                   f"{counts['missing_videos']} missing")
