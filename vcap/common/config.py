@@ -40,7 +40,7 @@ class ConfigError(ValueError):
         super().__init__(f"{len(self.problems)} problem(s){where}:\n{lines}")
 
 
-def _closest(name: str, valid) -> str:
+def did_you_mean(name: str, valid) -> str:
     close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -182,7 +182,7 @@ def validate_section(run: dict, schema=RunConfig, prefix: str = "run") -> list[s
     hints = typing.get_type_hints(schema)
     for key, value in run.items():
         if key not in fields:
-            problems.append(f"{prefix}.{key}: unknown key (value {value!r}){_closest(key, fields)}")
+            problems.append(f"{prefix}.{key}: unknown key (value {value!r}){did_you_mean(key, fields)}")
         elif dataclasses.is_dataclass(hints[key]):
             if isinstance(value, dict):
                 problems.extend(validate_section(value, hints[key], f"{prefix}.{key}"))
@@ -272,7 +272,7 @@ def _model_card(cls, arch: str, model_type: str | None) -> tuple[str, DictConfig
                                f"arguments in the model section"])
         raise ConfigError(
             [f"model.model_type: {model_type!r} is not a model type of {arch!r}; "
-             f"expected one of {sorted(cards)}{_closest(model_type, cards)}"]
+             f"expected one of {sorted(cards)}{did_you_mean(model_type, cards)}"]
         )
     card = load_yaml(_card_path(cls, cards[model_type]))
     return model_type, card.get("model", card)
@@ -293,7 +293,7 @@ def _unknown_keys(section: DictConfig, valid: DictConfig, prefix: str) -> list[s
     problems = []
     for key in section:
         if key not in valid:
-            problems.append(f"{prefix}.{key}: unknown key{_closest(key, list(valid))}")
+            problems.append(f"{prefix}.{key}: unknown key{did_you_mean(key, list(valid))}")
         elif isinstance(section[key], DictConfig) and isinstance(valid[key], DictConfig) and len(valid[key]) > 0:
             problems.extend(_unknown_keys(section[key], valid[key], f"{prefix}.{key}"))
     return problems
@@ -316,7 +316,7 @@ def _check_dataset(section: DictConfig, card: DictConfig, merged: DictConfig, pr
     for key in PROCESSOR_KEYS:
         for split, proc in (merged.get(key) or {}).items():
             if split not in ("train", "eval"):
-                problems.append(f"{prefix}.{key}.{split}: expected 'train' or 'eval'{_closest(split, ['train', 'eval'])}")
+                problems.append(f"{prefix}.{key}.{split}: expected 'train' or 'eval'{did_you_mean(split, ['train', 'eval'])}")
             else:
                 problems.extend(check_processor_section(proc, f"{prefix}.{key}.{split}"))
     return problems
@@ -345,7 +345,7 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
         source = str(project)
         project = load_yaml(project)
     user = OmegaConf.merge(project, parse_options(options))
-    problems = [f"{k}: unknown top-level section{_closest(k, SECTIONS)}" for k in user if k not in SECTIONS]
+    problems = [f"{k}: unknown top-level section{did_you_mean(k, SECTIONS)}" for k in user if k not in SECTIONS]
 
     import_user_modules(user.get("imports"), source)
     import vcap  # noqa: F401  (registers the built-in classes)
@@ -367,7 +367,7 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
             for key in merged.model:
                 if key not in valid:
                     problems.append(f"model.{key}: unknown key for {model.arch!r} (value {merged.model[key]!r})"
-                                    f"{_closest(key, valid)}")
+                                    f"{did_you_mean(key, valid)}")
             problems.extend(check_arguments(model_cls.__init__, OmegaConf.to_container(merged.model, resolve=True),
                                             "model", skip=MODEL_RESERVED_KEYS))
             resolve = getattr(model_cls, "resolve_config", None)
@@ -506,7 +506,7 @@ def _check_before_work(run: dict, cfg: DictConfig) -> list[str]:
         known = list(task.METRICS) + [m for name in cfg.datasets for m in registry.get_builder_class(name).EXTRA_METRICS]
         if run["monitor"] not in known:
             problems.append(f"run.monitor: {run['monitor']!r} is not a metric the {run['task']} task reports; expected "
-                            f"one of {known} (or null: keep the last epoch){_closest(run['monitor'], known)}")
+                            f"one of {known} (or null: keep the last epoch){did_you_mean(run['monitor'], known)}")
     for name, section in cfg.datasets.items():
         if section.train_storage == "webdataset" and not section.train_shards:
             problems.append(f"datasets.{name}.train_shards: not set, but train_storage is 'webdataset'; expected the "
@@ -560,7 +560,7 @@ def _check_mixing(run: dict, datasets: DictConfig) -> list[str]:
     for name, weight in ratios.items():
         if name not in datasets:
             problems.append(f"run.train_dataset_ratios.{name}: no such dataset in this project (datasets: "
-                            f"{sorted(datasets)}){_closest(name, list(datasets))}")
+                            f"{sorted(datasets)}){did_you_mean(name, list(datasets))}")
         elif name not in training:
             problems.append(f"run.train_dataset_ratios.{name}: datasets.{name} has no train split ({splits}) to draw from")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:

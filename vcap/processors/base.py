@@ -1,11 +1,9 @@
 """Processor base: built from a config section whose keys are the constructor's arguments."""
 from __future__ import annotations
 
-import difflib
-
 from omegaconf import DictConfig, OmegaConf
 
-from vcap.common.config import ConfigError, signature_keys
+from vcap.common.config import ConfigError, check_arguments, did_you_mean, signature_keys
 from vcap.common.registry import registry
 
 
@@ -32,16 +30,8 @@ def check_processor_section(section, prefix: str) -> list[str]:
     except KeyError as e:
         return [f"{prefix}.name: {e.args[0]}"]
     valid = cls.config_keys()
-    problems = []
-    for key in section:
-        if key != "name" and key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            problems.append(f"{prefix}.{key}: unknown key for processor {section.name!r}{hint}")
-    from omegaconf import OmegaConf
-
-    from vcap.common.config import check_arguments
-
+    problems = [f"{prefix}.{key}: unknown key for processor {section.name!r}{did_you_mean(key, valid)}"
+                for key in section if key != "name" and key not in valid]
     values = OmegaConf.to_container(section, resolve=True) if not isinstance(section, dict) else section
     return problems + check_arguments(cls.__init__, values, prefix, skip=("name",))
 
