@@ -37,15 +37,15 @@ def default_chunk(n_videos: int, max_elements: int = 2**26) -> int:
 
 
 def retrieval_metrics_blocks(score_block, n_texts: int, n_videos: int, text_to_video, chunk: int | None = None,
-                             dual_softmax: float | None = None, top1: list | None = None,
-                             device: torch.device | str = "cpu", details: dict | None = None) -> dict:
+                             dual_softmax: float | None = None, device: torch.device | str = "cpu",
+                             details: dict | None = None) -> dict:
     """Retrieval metrics from ``score_block(start, end) -> (end - start, n_videos)`` similarity rows.
 
     The full matrix is never held: passes over blocks of texts (two; three with
     ``dual_softmax``, the temperature of dual-softmax re-scoring: each score times the softmax
-    over texts of that video's column) keep memory at one block. ``top1`` (a list) receives each
-    text's best video. ``device`` is where the blocks live (a GPU too): the ranks are counted there.
-    ``details`` (a dict) receives ``top5`` (each text's five best videos) and ``rank`` (its video's rank).
+    over texts of that video's column) keep memory at one block. ``device`` is where the blocks live (a GPU
+    too): the ranks are counted there. ``details`` (a dict) receives ``top5`` (each text's five best videos,
+    best first) and ``rank`` (its video's rank).
     """
     dev = torch.device(device)
     t2v = _check(text_to_video, n_texts, n_videos).to(dev)
@@ -70,8 +70,6 @@ def retrieval_metrics_blocks(score_block, n_texts: int, n_videos: int, text_to_v
         right = b.gather(1, t2v[s:e, None])
         t_ranks[s:e] = (b >= right).sum(1)  # includes itself: rank 1 when nothing ties or beats it
         best = best.scatter_reduce(0, t2v[s:e], right.squeeze(1), reduce="amax")
-        if top1 is not None:
-            top1.extend(b.argmax(1).tolist())
         if details is not None:
             details.setdefault("top5", []).extend(b.topk(min(5, n_videos), dim=1).indices.tolist())
     # video -> text: each video's best own caption, ranked against every other text

@@ -56,15 +56,15 @@ class RetrievalTask(BaseTask):
             def block(s, e):  # similarity rows for texts s..e: the full matrix is never held
                 return model.similarity(texts_kept[s:e].to(model.device), videos_kept).float().cpu()
 
-            top1, details = [], {}
+            details = {}
             metrics = retrieval_metrics_blocks(block, len(keep_t), len(keep_v),
                                                [new_v[dataset.text_to_video[t]] for t in keep_t],
-                                               dual_softmax=self.run.dual_softmax, top1=top1, details=details)
+                                               dual_softmax=self.run.dual_softmax, details=details)
             metrics["num_videos"], metrics["num_bad_videos"] = len(keep_v), len(bad)
             ids = [dataset.records[v]["video_id"] for v in keep_v]
             write_json(Path(output_dir) / "results" / f"{split}.json",
                        [{"text": dataset.texts[t], "video_id": dataset.records[dataset.text_to_video[t]]["video_id"],
-                         "top1": ids[top1[n]], "rank": details["rank"][n], "top5": [ids[v] for v in details["top5"][n]]}
+                         "top1": ids[details["top5"][n][0]], "rank": details["rank"][n], "top5": [ids[v] for v in details["top5"][n]]}
                         for n, t in enumerate(keep_t)], indent=1)
         return dist.broadcast_object(metrics)
 
