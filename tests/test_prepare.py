@@ -301,3 +301,10 @@ def test_webvid_csv_and_lavis_json_with_missing_videos_accounted(tmp_path):
          {"video": "14781349.mp4", "caption": "a family looks at a laptop on a bed"}]))
     summary = prepare("webvid", raw, tmp_path / "out2", videos=videos)
     assert summary["splits"] == {"caption_train": {"videos": 2, "captions": 2, "missing_videos": 0}}
+
+    # a CSV and a JSON that both say train would be one file: refused before anything is written
+    (raw / "results_2M_train.csv").write_text("videoid,contentUrl,duration,page_dir,name\n"
+                                              "31353427,u,PT00H00M15S,001_050,a church\n")
+    with pytest.raises(ValueError, match="would both be written as caption_train.json"):
+        prepare("webvid", raw, tmp_path / "out3", videos=videos)
+    assert not (tmp_path / "out3" / "annotations").exists()

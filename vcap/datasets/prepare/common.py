@@ -46,8 +46,9 @@ class VideoIndex:
     def find(self, stem: str) -> str | None:
         return self.by_stem.get(stem)
 
-    def has(self, rel: str) -> bool:
-        return rel in self.paths
+    def locate(self, rel: str) -> str | None:
+        """``rel`` itself when that file is under the root, else the file named like it (any folder or extension)."""
+        return rel if rel in self.paths else self.find(Path(rel).stem)
 
 
 class Output:

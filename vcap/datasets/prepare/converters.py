@@ -130,11 +130,26 @@ def coco(raw: Path, out: Output) -> None:
     for image in data["images"]:
         split = {"restval": "train"}.get(image["split"], image["split"])
         rel = f"{image['filepath']}/{image['filename']}" if image.get("filepath") else image["filename"]
-        video = rel if out.videos.has(rel) else out.videos.find(Path(image["filename"]).stem)
-        by_split[split].append(_record(str(image.get("cocoid", image.get("imgid"))), video,
+        by_split[split].append(_record(str(image.get("cocoid", image.get("imgid"))), out.videos.locate(rel),
                                        [s["raw"] for s in image["sentences"]]))
     for split, records in by_split.items():
         out.write(f"caption_{split}", records)
+
+
+def _write_row_files(out: Output, files: list[tuple[str, Path]]) -> None:
+    """Each (name, file of rows grouped by video) written as ``name``, its videos located by path or by name;
+    every file is read before any is written, and two files for one name are refused."""
+    first: dict[str, Path] = {}
+    for name, path in files:
+        if name in first:
+            raise ValueError(f"{path} and {first[name]} would both be written as {name}.json; give --raw a folder "
+                             f"with one file per split")
+        first[name] = path
+    loaded = [(name, load_annotations(path)) for name, path in files]
+    for name, records in loaded:
+        for r in records:
+            r["video"] = out.videos.locate(r["video"])
+        out.write(name, records)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -156,18 +171,7 @@ def lavis(raw: Path, out: Output) -> None:
     files = sorted(p for p in raw.rglob("*.json") if re.search(r"(train|val|test)", p.stem))
     if not files:
         raise FileNotFoundError(f"no LAVIS annotation files (*train*.json, *val*.json, *test*.json) under {raw}")
-    written: dict[str, Path] = {}
-    loaded = []
-    for path in files:
-        name = LAVIS_NAMES.get(path.stem, path.stem)
-        if name in written:
-            raise ValueError(f"{path} and {written[name]} would both be written as {name}.json")
-        written[name] = path
-        loaded.append((name, load_annotations(path)))
-    for name, records in loaded:
-        for r in records:
-            r["video"] = r["video"] if out.videos.has(r["video"]) else out.videos.find(Path(r["video"]).stem)
-        out.write(name, records)
+    _write_row_files(out, [(LAVIS_NAMES.get(p.stem, p.stem), p) for p in files])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -180,19 +184,8 @@ def webvid(raw: Path, out: Output) -> None:
     jsons = sorted(raw.rglob("*.json"))
     if not csvs and not jsons:
         raise FileNotFoundError(f"no WebVid CSV (results_2M_train.csv, ...) or LAVIS JSON under {str(raw)!r}")
-    loaded = []
-    for path in csvs + jsons:
-        split = next((s for s in ("train", "val", "test") if s in path.stem), "train")
-        loaded.append((f"caption_{split}", path, load_annotations(path)))
-    names = [name for name, _, _ in loaded]
-    for name in names:
-        if names.count(name) > 1:
-            raise ValueError(f"{[str(p) for n, p, _ in loaded if n == name]} would all be written as {name}.json; "
-                             f"give --raw a folder with one file per split")
-    for name, _, records in loaded:
-        for r in records:
-            r["video"] = r["video"] if out.videos.has(r["video"]) else out.videos.find(Path(r["video"]).stem)
-        out.write(name, records)
+    _write_row_files(out, [(f"caption_{next((s for s in ('train', 'val', 'test') if s in p.stem), 'train')}", p)
+                           for p in csvs + jsons])
 
 
 CONVERTERS = {"msrvtt": msrvtt, "msvd": msvd, "vatex": vatex, "coco": coco, "lavis": lavis, "webvid": webvid}
