@@ -316,7 +316,8 @@ def _check_dataset(section: DictConfig, card: DictConfig, merged: DictConfig, pr
     for key in PROCESSOR_KEYS:
         for split, proc in (merged.get(key) or {}).items():
             if split not in ("train", "eval"):
-                problems.append(f"{prefix}.{key}.{split}: expected 'train' or 'eval'{did_you_mean(split, ['train', 'eval'])}")
+                problems.append(f"{prefix}.{key}.{split}: expected 'train' or 'eval'"
+                                f"{did_you_mean(split, ['train', 'eval'])}")
             else:
                 problems.extend(check_processor_section(proc, f"{prefix}.{key}.{split}"))
     return problems

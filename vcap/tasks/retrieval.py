@@ -62,9 +62,10 @@ class RetrievalTask(BaseTask):
                                                dual_softmax=self.run.dual_softmax, details=details)
             metrics["num_videos"], metrics["num_bad_videos"] = len(keep_v), len(bad)
             ids = [dataset.records[v]["video_id"] for v in keep_v]
+            top5 = [[ids[v] for v in row] for row in details["top5"]]
             write_json(Path(output_dir) / "results" / f"{split}.json",
                        [{"text": dataset.texts[t], "video_id": dataset.records[dataset.text_to_video[t]]["video_id"],
-                         "top1": ids[details["top5"][n][0]], "rank": details["rank"][n], "top5": [ids[v] for v in details["top5"][n]]}
+                         "top1": top5[n][0], "rank": details["rank"][n], "top5": top5[n]}
                         for n, t in enumerate(keep_t)], indent=1)
         return dist.broadcast_object(metrics)
 

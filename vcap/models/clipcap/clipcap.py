@@ -195,7 +195,8 @@ class CLIPCap(Captioner):
             if clip_pretrained:
                 self.clip_report = load_clip_resnet(self.clip, clip_pretrained)
         elif clip_pretrained:
-            self.clip = load_transformers(CLIPVisionModelWithProjection, clip_pretrained, "CLIP", "model.clip_pretrained")
+            self.clip = load_transformers(CLIPVisionModelWithProjection, clip_pretrained, "CLIP",
+                                          "model.clip_pretrained")
         elif clip_config is not None:
             self.clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_config))
         else:
