@@ -43,9 +43,9 @@ class VATEXCaptionBuilder(BaseBuilder):
 
 @registry.register_builder("coco_caption")
 class COCOCaptionBuilder(BaseBuilder):
-    CONVERTER = "coco"  # `vcap prepare coco` writes its annotation files
     """Images as one-frame videos (Karpathy split), so every video model runs on them."""
 
+    CONVERTER = "coco"  # `vcap prepare coco` writes its annotation files
     DATASET_CONFIG_DICT = {"default": "configs/datasets/coco/caption.yaml"}
 
 
@@ -61,9 +61,9 @@ class CustomRetrievalBuilder(RetrievalBuilderMixin, BaseBuilder):
 
 @registry.register_builder("webvid_caption")
 class WebVidCaptionBuilder(BaseBuilder):
-    CONVERTER = "webvid"  # `vcap prepare webvid` writes its annotation files
     """WebVid-2M / 10M and other web video sets: video2dataset's WebDataset shards (``train_storage: webdataset``,
     ``train_shards``: their folder), or vcap annotations that `vcap prepare webvid` wrote from WebVid's CSV or
     a LAVIS JSON (seed 003's webvid2m_synthetic_msrvtt.json), or such a CSV / JSON named directly."""
 
+    CONVERTER = "webvid"  # `vcap prepare webvid` writes its annotation files
     DATASET_CONFIG_DICT = {"default": "configs/datasets/webvid/caption.yaml"}
