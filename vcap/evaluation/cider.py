@@ -55,7 +55,10 @@ class CiderD:
         self.ref_len = np.log(float(len(self.ids)))
         rows, sizes, codes, tfs = self._occurrences(texts, grow=True)
         self.offset = np.cumsum([0] + [len(k) for k in self.keys])  # the vocabulary column of each size's number 0
-        self.order = np.repeat(np.arange(n), np.diff(self.offset))
+        size_of_column = np.repeat(np.arange(n), np.diff(self.offset))
+        # sums a row of per-n-gram values into one value per n-gram size (the corpus's, so built once)
+        self.by_size = sp.csr_matrix((np.ones(len(size_of_column)), (np.arange(len(size_of_column)), size_of_column)),
+                                     shape=(len(size_of_column), n))
         cols = self._columns(sizes, codes)
         # document frequency: in how many reference *sets* (videos) an n-gram appears
         first, _ = _distinct(video_of_ref[rows], cols)
@@ -138,9 +141,7 @@ class CiderD:
         Cp, Rp = C[cand_of_pair], self.R[ref_of_pair]
         clipped = Cp.minimum(Rp).multiply(Rp).tocsr()  # min(hyp, ref) * ref per n-gram
         # sum per (pair, n-gram size)
-        per_size = clipped @ sp.csr_matrix((np.ones(len(self.order)), (np.arange(len(self.order)), self.order)),
-                                           shape=(len(self.order), self.n))
-        val = np.asarray(per_size.todense())
+        val = np.asarray((clipped @ self.by_size).todense())
         denom = c_norm[cand_of_pair] * self.ref_norm[ref_of_pair]
         val = np.where(denom != 0, val / np.where(denom != 0, denom, 1.0), val)
         delta = c_length[cand_of_pair] - self.ref_length[ref_of_pair]
