@@ -68,11 +68,12 @@ def test_opt_captions_end_with_newline_under_both_sources(opt_dir):
     for source in ("lavis", "transformers"):
         model = opt(opt_dir, conventions=source)
         assert model.end_token_id == newline[0]
-        seen = []
-        generate = model.language_model.generate
-        model.language_model.generate = lambda **kw: seen.append(kw) or generate(**kw)
-        model.generate_ids({"video": video()}, num_beams=1, max_new_tokens=3)
-        assert seen[0]["eos_token_id"] == newline[0]
+        head = model.language_model.lm_head
+        head.bias = torch.nn.Parameter(torch.zeros(head.out_features))
+        with torch.no_grad():
+            head.bias[newline[0]] = 100.0  # every caption ends at once, and decoding stops there
+            ids = model.generate_ids({"video": video()}, num_beams=1, max_len=3, min_len=0)
+        assert ids[:, 0].tolist() == newline * 2 and (ids[:, 1:] == model.tokenizer.pad_token_id).all()
     row = torch.tensor([model.tokenizer.ids(" a man") + newline + model.tokenizer.ids(" after")])
     assert model.decode_ids(row) == ["a man"]
     assert model.sequence_mask(row).tolist() == [[1, 1, 1, 0]]
@@ -144,7 +145,7 @@ def test_config_resolves_conventions_from_the_source(tmp_path):
     assert cfg.model.conventions == "lavis"
     cfg = build_config("projects/msrvtt_ft.yaml", ["model.conventions=lavis"])
     assert cfg.model.conventions == "lavis"
-    with pytest.raises(ConfigError, match="model.conventions: got 'fairseq', expected one of 'auto', 'lavis', 'transformers'"):
+    with pytest.raises(ConfigError, match="model.conventions: got 'fairseq', expected one of 'auto', 'lavis', 'seed003', 'transformers'"):
         build_config("projects/msrvtt_ft.yaml", ["model.conventions=fairseq"])
 
 

@@ -92,13 +92,13 @@ def test_transformers_blip2_flan_t5_loads_into_blip2_t5(tmp_path, hf_tokenizers)
     seen = []
     generate = model.language_model.generate
     model.language_model.generate = lambda **kw: seen.append(out := generate(**kw)) or out
-    ids = model.generate_ids(samples(), num_beams=2, max_new_tokens=3)
+    ids = model.generate_ids(samples(), num_beams=2, max_len=3)
     assert ids.shape[1] <= 3 and (seen[0][:, 0] == model.language_model.config.decoder_start_token_id).all()
     with torch.no_grad():  # a decoder biased towards </s> and <pad> must still give clean text
         model.language_model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.language_model.lm_head.out_features))
         model.language_model.lm_head.bias[[0, 1]] = 5.0
-    for caption in model.generate(samples(), num_beams=2, max_new_tokens=5) + \
-            model.generate(samples(), num_beams=1, max_new_tokens=5, min_new_tokens=3):
+    for caption in model.generate(samples(), num_beams=2, max_len=5) + \
+            model.generate(samples(), num_beams=1, max_len=5, min_len=3):
         assert "<pad>" not in caption and "</s>" not in caption
     with pytest.raises(ValueError, match="Blip2OPTVideo takes OPTForCausalLM"):
         Blip2OPTVideo(tokenizer=str(tmp_path), pretrained=str(tmp_path), num_query_tokens=4)
@@ -281,7 +281,7 @@ def test_seed003_projects_build_their_model_from_a_local_blip2(project, lm, tmp_
         assert any(".q.lora_A" in n or ".q_proj.lora_A" in n for n, _ in model.named_parameters())
     model(samples())["loss"].backward()
     model.eval()
-    assert len(model.generate(samples(), num_beams=2, max_new_tokens=4, min_new_tokens=1)) == 2
+    assert len(model.generate(samples(), num_beams=2, max_len=4, min_len=1)) == 2
 
 
 @pytest.mark.parametrize("lm", ["opt", "t5"])
@@ -308,7 +308,7 @@ def test_frozen_parts_load_in_bf16_and_trained_parts_stay_exact_fp32(lm, tmp_pat
     out["loss"].backward()
     assert model.query_tokens.grad is not None and all(
         p.grad is not None for n, p in model.named_parameters() if "lora_A" in n)
-    assert len(model.eval().generate(samples(), num_beams=2, max_new_tokens=3)) == 2
+    assert len(model.eval().generate(samples(), num_beams=2, max_len=3)) == 2
 
 
 def test_a_from_scratch_frozen_llm_is_built_in_bf16(hf_tokenizers):

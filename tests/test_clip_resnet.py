@@ -128,5 +128,5 @@ def test_released_transformer_model_loads_with_its_resnet_and_normalised_prefix(
         raw = openai_tower[0](video[:, 0])
     assert torch.allclose(emb[:, 0], raw / raw.norm(dim=-1, keepdim=True), atol=1e-5)  # prefix / prefix.norm()
     assert all(k.startswith("clip.") for k in model.frozen_pretrained_keys() if not k.startswith("gpt."))
-    captions = model.generate({"video": video}, num_beams=1, max_new_tokens=3)
+    captions = model.generate({"video": video}, num_beams=1, max_len=3)
     assert len(captions) == 2

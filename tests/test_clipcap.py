@@ -103,18 +103,18 @@ def test_generation_is_deterministic_and_respects_length_limits(word_tokenizer_p
     model = build(word_tokenizer_path, mapper=mapper).eval()
     s = samples()
     for beams in (1, 3):
-        a = model.generate_ids(s, num_beams=beams, max_new_tokens=6, min_new_tokens=1)
-        assert torch.equal(a, model.generate_ids(s, num_beams=beams, max_new_tokens=6, min_new_tokens=1))
+        a = model.generate_ids(s, num_beams=beams, max_len=6, min_len=1)
+        assert torch.equal(a, model.generate_ids(s, num_beams=beams, max_len=6, min_len=1))
         assert a.shape[1] <= 6
-    ids = model.generate_ids(s, num_beams=1, max_new_tokens=8, min_new_tokens=5)
+    ids = model.generate_ids(s, num_beams=1, max_len=8, min_len=5)
     eos = model.tokenizer.eos_token_id
     assert not (ids[:, :5] == eos).any()  # no end before min_new_tokens
     torch.manual_seed(0)
-    x = model.generate_ids(s, num_beams=1, do_sample=True, top_p=0.9, max_new_tokens=4)
+    x = model.generate_ids(s, num_beams=1, use_nucleus_sampling=True, top_p=0.9, max_len=4)
     torch.manual_seed(0)
-    assert torch.equal(x, model.generate_ids(s, num_beams=1, do_sample=True, top_p=0.9, max_new_tokens=4))
-    with pytest.raises(ValueError, match="min_new_tokens"):
-        model.generate_ids(s, max_new_tokens=2, min_new_tokens=3)
+    assert torch.equal(x, model.generate_ids(s, num_beams=1, use_nucleus_sampling=True, top_p=0.9, max_len=4))
+    with pytest.raises(ValueError, match="min_len"):
+        model.generate_ids(s, max_len=2, min_len=3)
 
 
 @pytest.mark.parametrize("freeze_clip", [True, False])
@@ -132,3 +132,43 @@ def test_checkpoints_leave_out_exactly_the_frozen_pretrained_weights(word_tokeni
     assert ({k for k in keys if k.startswith("clip.")} <= frozen) == freeze_clip
     assert not any(k.startswith("clip.") for k in frozen) or freeze_clip
     assert not any(k.startswith("clip_project.") for k in frozen)
+
+
+def test_decoding_with_a_stop_token_is_clipcaps_predict_py(hf_tokenizers):
+    """With ``stop_token: "."`` CLIPCap decodes as its predict.py: beam 5 as ``generate_beam`` and one beam as
+    ``generate2``, ``max_len`` as its ``entry_length``, token for token. The ids were recorded by
+    benchmarks/parity/clipcap_decode.py from predict.py's own functions on the same tiny GPT-2 (weights from
+    parameter names), with and without a bias on "." that makes beams stop at different lengths."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "parity"))
+    from clipcap_decode import FIXTURE, features, stop_bias, tiny_clipcap, until_stop
+
+    ref = json.loads(FIXTURE.read_text())
+    model = tiny_clipcap(hf_tokenizers["gpt2"])
+    assert model.end_token_id == 13  # GPT-2's "." (predict.py: tokenizer.encode(stop_token)[0])
+    stopped = 0
+    for case in ref["cases"]:
+        stop_bias(model, ref["bias"][case["bias"]])
+        with torch.no_grad():
+            ids = model.generate_ids({"clip_features": features()}, **case["settings"])
+        ours = [until_stop(row, 13) for row in ids.tolist()]
+        assert ours == case["ids"], case["settings"]
+        stopped += sum(row[-1] == 13 and len(row) < case["settings"]["max_len"] for row in ours)
+    assert stopped >= 3  # the cases include captions that stop early
+
+
+def test_a_stop_token_ends_training_targets_and_captions(hf_tokenizers):
+    """The released models' convention both ways: targets end with "." (no EOS), and a caption is what precedes it."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "parity"))
+    from clipcap_decode import tiny_clipcap
+
+    model = tiny_clipcap(hf_tokenizers["gpt2"])
+    ids, mask = model._caption_targets(["a dog runs"])
+    assert ids[0, mask[0].bool()].tolist() == model.tokenizer.ids("a dog runs") + [13]
+    assert model.decode_ids(torch.tensor([model.tokenizer.ids(" a dog runs") + [13, 0, 0]])) == ["a dog runs"]

@@ -279,7 +279,7 @@ def test_checks_that_used_to_wait_for_the_runner_happen_in_build_config():
     ("clipcap", "mapper", "mlp2", "'mlp', 'transformer', 'cross'"),
     ("xclip_lstm", "spm_model_type", "word", "'unigram', 'bpe'"),
     ("blip2_opt", "frozen_dtype", "bf17", "'auto', 'bf16', 'fp16', 'fp32'"),
-    ("blip2_t5", "conventions", "fairseq", "'auto', 'lavis', 'transformers'"),
+    ("blip2_t5", "conventions", "fairseq", "'auto', 'lavis', 'seed003', 'transformers'"),
     ("video_llm", "frozen_dtype", "half", "'auto', 'bf16', 'fp16', 'fp32'"),
 ])
 def test_each_choice_a_constructor_checked_by_hand_is_its_annotations_now(arch, key, value, choices):

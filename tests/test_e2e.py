@@ -144,10 +144,10 @@ def test_torchrun_train_then_evaluate_from_checkpoint(project, ds, monitor, keys
 
     alone, vis_alone, _ = load_model_and_preprocess(checkpoint=str(ckpt))  # as from_pretrained: no name needed
     clip = vis_alone["eval"](vis_alone["eval"].load(videos / f"{rows[0]['video_id']}.mp4")[0])
-    assert alone.generate({"video": clip[None]}, num_beams=1, max_new_tokens=16) == [rows[0]["prediction"]]
+    assert alone.generate({"video": clip[None]}, num_beams=1, max_len=16) == [rows[0]["prediction"]]
     model, vis, txt = load_model_and_preprocess("blip2_opt", "tiny", checkpoint=str(ckpt))
     clips = torch.stack([vis["eval"](vis["eval"].load(videos / f"{r['video_id']}.mp4")[0]) for r in rows])
-    assert model.generate({"video": clips}, num_beams=1, max_new_tokens=16) == [r["prediction"] for r in rows]
+    assert model.generate({"video": clips}, num_beams=1, max_len=16) == [r["prediction"] for r in rows]
     assert txt["eval"]("A Cat, running!") == "a cat, running"  # LAVIS's pre_caption: the comma stays
     with pytest.raises(ValueError, match="pass checkpoint="):
         load_model_and_preprocess("blip2_opt", "tiny")

@@ -86,7 +86,7 @@ def project(tmp_path, shards, ratios: dict, iters: int) -> str:
                                            "vis_processor": SMALL_VIS}},
            "run": {"task": "captioning", "runner": "runner_iter", "train_dataset_ratios": ratios,
                    "iters_per_inner_epoch": iters, "output_dir": str(tmp_path / "unused"), "batch_size_train": 4,
-                   "batch_size_eval": 8, "init_lr": 1e-3, "warmup_steps": 2, "num_beams": 1, "max_new_tokens": 8,
+                   "batch_size_eval": 8, "init_lr": 1e-3, "warmup_steps": 2, "generate": {"num_beams": 1, "max_len": 8},
                    "trace_samples": True, "monitor": "CIDEr"}}
     path = tmp_path / "mix.yaml"
     path.write_text(yaml.safe_dump(cfg))

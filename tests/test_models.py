@@ -98,10 +98,10 @@ def test_generate_respects_length_limits_and_is_deterministic(word_tokenizer_pat
     model = build(arch, word_tokenizer_path).eval()
     s = samples()
     for beams in (1, 3):
-        ids = model.generate_ids(s, num_beams=beams, max_new_tokens=4, min_new_tokens=4)
+        ids = model.generate_ids(s, num_beams=beams, max_len=4, min_len=4)
         assert ids.shape[1] <= 4
-        caps = model.generate(s, num_beams=beams, max_new_tokens=4)
-        assert caps == model.generate(s, num_beams=beams, max_new_tokens=4)
+        caps = model.generate(s, num_beams=beams, max_len=4)
+        assert caps == model.generate(s, num_beams=beams, max_len=4)
         assert all(isinstance(c, str) and len(c.split()) <= 4 for c in caps)
 
 

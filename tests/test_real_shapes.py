@@ -133,7 +133,7 @@ def test_card_builds_trains_and_runs_at_real_shapes(card, tmp_path, hf_tokenizer
     model.eval()
     with torch.no_grad():
         if hasattr(model, "generate"):
-            captions = model.generate(batch, num_beams=2, max_new_tokens=5, min_new_tokens=1)
+            captions = model.generate(batch, num_beams=2, max_len=5, min_len=1)
             assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
             specials = getattr(getattr(model.tokenizer, "tk", None), "all_special_tokens", [])
             assert not any(s in c for c in captions for s in specials if s.startswith("<"))

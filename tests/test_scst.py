@@ -22,7 +22,7 @@ def test_leave_one_out_advantages_of_each_video_sum_to_zero():
 def _task(**scst):
     cfg = build_config(OmegaConf.create({
         "model": {"arch": "blip2_opt", "model_type": "tiny"}, "datasets": {"synthetic_caption": {}},
-        "run": {"task": "captioning_scst", "output_dir": "o", "max_new_tokens": 8, "scst": scst}}))
+        "run": {"task": "captioning_scst", "output_dir": "o", "generate": {"num_beams": 1, "max_len": 8}, "scst": scst}}))
     task = SCSTTask(cfg)
     task.cider = CiderD({"v0": [CAPTIONS[0], "a red circle moves left"], "v1": [CAPTIONS[1]]})
     return task

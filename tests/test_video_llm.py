@@ -112,14 +112,14 @@ def test_generation_is_transformers_own(vlm):
     vlm_dir = vlm[1]
     model = captioner(vlm).eval()
     clips = video(b=1, seed=3)
-    ours = model.generate_ids({"video": clips}, num_beams=1, max_new_tokens=8, min_new_tokens=8)
+    ours = model.generate_ids({"video": clips}, num_beams=1, max_len=8, min_len=8)
     proc = AutoProcessor.from_pretrained(vlm_dir)
     ref = AutoModelForImageTextToText.from_pretrained(vlm_dir).eval()
     kw = {"images" if vlm[0] == "instructblip_video" else "videos": [clips[0]]}
     inputs = proc(text=[model.prompt_text], **kw, return_tensors="pt")
     theirs = ref.generate(**inputs, do_sample=False, max_new_tokens=8, min_new_tokens=8)[:, inputs["input_ids"].shape[1]:]
     assert torch.equal(ours, theirs) and len(set(ours[0].tolist())) > 1
-    beams = model.generate_ids({"video": clips}, num_beams=3, max_new_tokens=6, num_return_sequences=2)
+    beams = model.generate_ids({"video": clips}, num_beams=3, max_len=6, num_captions=2)
     assert beams.shape[0] == 2 and model.decode_ids(beams)[0] == model.tokenizer.decode(
         [t for t in beams[0].tolist() if t not in (model.end_token_id, model.tokenizer.pad_token_id)])
 
@@ -146,8 +146,8 @@ def test_lora_trains_its_adapters_and_the_projector_and_nothing_frozen(vlm):
                                                                                    last + "output."))), n
         else:
             assert p.grad is None, n
-    ids = model.generate_ids({"video": video(b=1)}, num_beams=1, do_sample=True, num_return_sequences=3,
-                             max_new_tokens=4)
+    ids = model.generate_ids({"video": video(b=1)}, num_beams=1, use_nucleus_sampling=True, num_captions=3,
+                             max_len=4)
     logp = model({"video": video(b=1), "text_input": [""], "score_token_ids": ids})["logprobs"]
     assert logp.shape == (3,) and logp.requires_grad
 
@@ -211,7 +211,7 @@ def test_torchrun_trains_the_tiny_qwen_card_then_scst_on_top(tmp_path, tmp_path_
     vlm_dir = family_dir("qwen2_5_vl", tmp_path_factory)  # the processor; the weights come from the tiny card
     ce, scst = tmp_path / "ce", tmp_path / "scst"
     common = [f"model.processor={vlm_dir}", "run.max_iters=3", "run.valid_splits=[]", "run.batch_size_train=4",
-              "run.batch_size_eval=8", "run.num_beams=1", "run.max_new_tokens=6"]
+              "run.batch_size_eval=8", "run.generate.num_beams=1", "run.generate.max_len=6"]
     p = run(torchrun("train.py", "--cfg-path", "projects/demo/caption_synthetic_video_llm.yaml",
                      *options("synthetic_caption", ce, *common, "run.fsdp=true")), tmp_path, timeout=600)
     assert "FSDP: 4 layers sharded over 2 ranks" in p.stderr + p.stdout  # 2 decoder layers, 2 vision blocks
@@ -227,7 +227,7 @@ def test_torchrun_trains_the_tiny_qwen_card_then_scst_on_top(tmp_path, tmp_path_
     frames, mask = vis["eval"].load(next((tmp_path / "data").rglob("*.mp4")))
     clip, mask = vis["eval"](frames, mask=mask)
     assert clip.dtype == torch.uint8 and len(model.generate({"video": clip[None], "video_mask": mask[None]},
-                                                            num_beams=1, max_new_tokens=4)) == 1
+                                                            num_beams=1, max_len=4)) == 1
     steps = [json.loads(line) for line in (scst / "log.jsonl").read_text().splitlines()]
     rewards = [r for r in steps if "train/reward" in r]  # SCST drew captions, scored them with CIDEr-D, stepped
     assert rewards and all(0.0 <= r["train/reward"] and "train/baseline" in r for r in rewards), steps

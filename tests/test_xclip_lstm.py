@@ -107,14 +107,14 @@ def test_state_carrying_decoding_equals_rerunning_the_prefix(tmp_path):
         opt.step()
     model.eval()
     with torch.no_grad():
-        greedy = model.generate_ids(s, num_beams=1, max_new_tokens=12)
+        greedy = model.generate_ids(s, num_beams=1, max_len=12)
         ref = rerun_greedy(model, s, greedy.shape[1])
         eos = model.tokenizer.eos_token_id
         for row, want in zip(greedy.tolist(), ref.tolist()):
             n = row.index(eos) + 1 if eos in row else len(row)
             assert row[:n] == want[:n]
         assert any(eos in r for r in greedy.tolist())
-        beams = model.generate_ids(s, num_beams=3, max_new_tokens=12)
+        beams = model.generate_ids(s, num_beams=3, max_len=12)
         want = rerun_beam(model, s, 3, 12)
         for row, w in zip(beams.tolist(), want):
             assert row[:len(w)] == w

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
-from vcap.common.config import ConfigError, build_config
+from vcap.common.config import ConfigError, GenerateConfig, build_config
 
 log = logging.getLogger("vcap")
 
@@ -286,6 +287,18 @@ def shard_main(argv=None) -> Path:
     return index
 
 
+def _generate_flags(p: argparse.ArgumentParser) -> None:
+    """A flag per ``run.generate`` key (``--max-len``, ``--use-nucleus-sampling`` ...); unset ones keep the
+    checkpoint's or project's decoding."""
+    group = p.add_argument_group("decoding (run.generate; default: the checkpoint's or project's)")
+    for f in dataclasses.fields(GenerateConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            group.add_argument(flag, type=type(f.default), default=None, metavar=f.name.upper())
+
+
 def _inference_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = _parser(prog, description, required=False)
     p.add_argument("--model", help="a vcap checkpoint (best.safetensors) or a run's checkpoints/ directory: it "
@@ -383,11 +396,13 @@ def caption_main(argv=None) -> list[dict]:
                           "Frames are sampled as the model's evaluation processor samples them: the shorter side "
                           "resized to its image_size, then the centre square cropped.")
     p.add_argument("--video", required=True, nargs="+", help="video (or image) files")
-    p.add_argument("--num-beams", type=int, help="default: run.num_beams of the project")
-    p.add_argument("--json", action="store_true", help="print one JSON list of {video, caption} or {video, error}")
+    _generate_flags(p)
+    p.add_argument("--json", action="store_true", help="print one JSON list of {video, caption(s)} or {video, error}")
     args = p.parse_args(argv)
     inf = _inference("vcap caption", "generate", "captioner", args)
-    gen, processor = {**inf.generation, "num_beams": args.num_beams or inf.generation["num_beams"]}, inf.vis["eval"]
+    keys = {f.name for f in dataclasses.fields(GenerateConfig)}
+    gen = {**inf.generation, **{k: v for k, v in vars(args).items() if k in keys and v is not None}}
+    processor = inf.vis["eval"]
     out = []
     for path in args.video:
         try:
@@ -399,10 +414,14 @@ def caption_main(argv=None) -> list[dict]:
             continue
         video, mask = processor(frames, mask=mask)
         with torch.no_grad():
-            caption = inf.model.generate({"video": video[None], "video_mask": mask[None]}, **gen)[0]
-        out.append({"video": path, "caption": caption})
+            try:
+                captions = inf.model.generate({"video": video[None], "video_mask": mask[None]}, **gen)
+            except (TypeError, ValueError) as e:  # decoding settings the model cannot take
+                print(f"vcap caption: {e}", file=sys.stderr)
+                raise SystemExit(2) from None
+        out.append({"video": path, "caption": captions[0]} if len(captions) == 1 else {"video": path, "captions": captions})
         if not args.json:
-            print(f"{path}\t{caption}")
+            print("\n".join(f"{path}\t{c}" for c in captions))
     if args.json:
         import json
 

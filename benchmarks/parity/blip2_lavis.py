@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
         samples = {"video": image[:, None], "text_input": [clean(c) for c in CAPTIONS]}
         with torch.no_grad():
             loss = float(model(samples)["loss"])
-            ids = model.generate_ids(samples, num_beams=1, max_new_tokens=10, min_new_tokens=0)
+            ids = model.generate_ids(samples, num_beams=1, max_len=10, min_len=1)  # LAVIS: max_length 10, min_length 1
         end, pad = model.end_token_id, model.tokenizer.pad_token_id
         ours = [first_end(r, end, pad) for r in ids.tolist()]
         theirs = [first_end(r, end, pad) for r in ref["greedy_ids"]]

@@ -61,6 +61,26 @@ class SCSTConfig:
 
 
 @dataclass
+class GenerateConfig:
+    """``run.generate``: how captions are decoded, under LAVIS's names; the one home of decoding settings (evaluation,
+    SCST's draws, checkpoints, ``vcap caption``). What ``max_len`` and ``min_len`` count is the model's convention:
+    by default the new tokens (transformers' ``max_new_tokens`` / ``min_new_tokens``: ``max_len`` includes the end
+    token, ``min_len`` tokens come before it); a BLIP-2 captioner under ``conventions: lavis`` counts as LAVIS did
+    (see vcap/models/blip2/conventions.py); CLIPCap with a ``stop_token`` stops at that token after at most
+    ``max_len`` tokens (its ``entry_length``)."""
+
+    num_beams: int = 3
+    max_len: int = 20
+    min_len: int = 1
+    use_nucleus_sampling: bool = False  # sample from the top-p nucleus (one beam) instead of searching
+    top_p: float = 0.9
+    temperature: float = 1.0
+    repetition_penalty: float = 1.0
+    length_penalty: float = 1.0  # beam scores are divided by length ** length_penalty
+    num_captions: int = 1  # captions returned per video (the best beams, or independent samples)
+
+
+@dataclass
 class RunConfig:
     """Typed schema of the ``run`` section. Defaults live here and nowhere else."""
 
@@ -105,10 +125,8 @@ class RunConfig:
     monitor: Optional[str] = None  # e.g. CIDEr, t2v_R1; None: keep the last epoch
     monitor_mode: Literal["max", "min"] = "max"
     evaluate_only: bool = False
-    # caption generation at evaluation
-    num_beams: int = 3
-    max_new_tokens: int = 20
-    min_new_tokens: int = 1
+    # caption decoding: evaluation, SCST's draws, the checkpoint's inference settings
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     # retrieval evaluation: dual-softmax re-scoring temperature (None: plain similarities)
     dual_softmax: Optional[float] = None
     # self-critical sequence training (task captioning_scst)
@@ -120,6 +138,10 @@ class RunConfig:
     max_nonfinite_steps: int = 5  # non-finite losses are skipped; this many steps in a row stop the run
     # logging
     log_freq: int = 10
+
+    # keys that moved, with where they live now (LAVIS's run section has max_len, min_len and num_beams at the top)
+    MOVED = {"num_beams": "generate.num_beams", "max_len": "generate.max_len", "min_len": "generate.min_len",
+             "max_new_tokens": "generate.max_len", "min_new_tokens": "generate.min_len"}
 
 
 @dataclass
@@ -181,7 +203,9 @@ def validate_section(run: dict, schema=RunConfig, prefix: str = "run") -> list[s
     fields = {f.name: f for f in dataclasses.fields(schema)}
     hints = typing.get_type_hints(schema)
     for key, value in run.items():
-        if key not in fields:
+        if key not in fields and key in getattr(schema, "MOVED", {}):
+            problems.append(f"{prefix}.{key}: moved to {prefix}.{schema.MOVED[key]} (value {value!r})")
+        elif key not in fields:
             problems.append(f"{prefix}.{key}: unknown key (value {value!r}){did_you_mean(key, fields)}")
         elif dataclasses.is_dataclass(hints[key]):
             if isinstance(value, dict):

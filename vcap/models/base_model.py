@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from vcap.common.checkpoint import load_weights
 from vcap.common.weights import strict_weights
 from vcap.common.config import MODEL_RESERVED_KEYS, signature_keys
-from vcap.processors.tokenizer import TRAINED_TOKENIZERS
+from vcap.processors.tokenizer import TRAINED_TOKENIZERS, pad_rows
 
 
 def load_transformers(model_cls, spec: str, what: str, key: str = "model.pretrained", **kwargs):
@@ -145,7 +145,9 @@ class Captioner(BaseModel):
         return self.tokenizer.eos_token_id
 
     def _caption_targets(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids, mask = self.tokenizer(captions, self.max_txt_len, add_bos=False, add_eos=True)
+        """Each caption's ids, cut to leave room for the end token, then the end token (``end_token_id``)."""
+        rows = [self.tokenizer.ids(c)[: self.max_txt_len - 1] + [self.end_token_id] for c in captions]
+        ids, mask = pad_rows(rows, self.tokenizer.pad_token_id)
         return ids.to(self.device), mask.to(self.device)
 
     def forward(self, samples: dict) -> dict:
@@ -175,5 +177,8 @@ class Captioner(BaseModel):
         keep = self.sequence_mask(ids) * (ids != self.end_token_id).long()
         return [self.tokenizer.decode(row[m.bool()]) for row, m in zip(ids, keep)]
 
-    def generate(self, samples: dict, **gen_cfg) -> list[str]:
-        return self.decode_ids(self.generate_ids(samples, **gen_cfg))
+    def generate(self, samples: dict, **settings) -> list[str]:
+        """Captions decoded with ``settings`` (``run.generate``'s keys, LAVIS's names: ``num_beams``, ``max_len``,
+        ``min_len``, ``use_nucleus_sampling``, ``top_p``, ``temperature``, ``repetition_penalty``,
+        ``length_penalty``, ``num_captions``); ``num_captions`` per video, a video's captions together."""
+        return self.decode_ids(self.generate_ids(samples, **settings))

@@ -4,6 +4,7 @@ entry point: ``from vcap import load_model_and_preprocess``) all go through ``bu
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import tempfile
@@ -12,6 +13,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+# checkpoints written before run.generate kept transformers' names (their max_new_tokens / min_new_tokens meant what
+# max_len / min_len mean under vcap's own conventions, which every model had then)
+OLD_GENERATION_KEYS = {"max_new_tokens": "max_len", "min_new_tokens": "min_len"}
 
 def checkpoint_file(path) -> Path:
     """A checkpoint file, or a run's checkpoint directory (its best.safetensors, else last.safetensors)."""
@@ -79,7 +83,7 @@ def build_inference(cfg=None, checkpoint=None, dataset: str | None = None, devic
             cfg = OmegaConf.create({"model": {**stored["model"], "checkpoint": str(path)}, "datasets": {},
                                     "run": {"task": stored["task"], "output_dir": out}})
             processors = {"vis": {"eval": stored["vis_processor"]}, "txt": {"eval": stored["text_processor"]}}
-            generation = stored["generation"]
+            generation = {OLD_GENERATION_KEYS.get(k, k): v for k, v in stored["generation"].items()}
             signature = json.dumps(stored, sort_keys=True) + _stamp(path)
         else:
             name = dataset or next(iter(cfg.datasets))
@@ -88,8 +92,7 @@ def build_inference(cfg=None, checkpoint=None, dataset: str | None = None, devic
             section = cfg.datasets[name]
             processors = {"vis": dict(section.vis_processor), "txt": dict(section.text_processor)}
             r = run_config(cfg)
-            generation = {"num_beams": r.num_beams, "max_new_tokens": r.max_new_tokens,
-                          "min_new_tokens": r.min_new_tokens}
+            generation = dataclasses.asdict(r.generate)
             ckpt = cfg.model.get("checkpoint")
             signature = (OmegaConf.to_yaml(cfg.model) + OmegaConf.to_yaml(section.vis_processor.eval)
                          + (_stamp(ckpt) if ckpt else ""))

@@ -3,6 +3,7 @@ checkpoint by ``run.monitor``; the test split is evaluated with the best weights
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -526,8 +527,7 @@ class RunnerBase:
         config = {"model": model, "task": r.task, "imports": list(self.cfg.get("imports") or []),
                   "vis_processor": OmegaConf.to_container(first.vis_processor.eval, resolve=True),
                   "text_processor": OmegaConf.to_container(first.text_processor.eval, resolve=True),
-                  "generation": {"num_beams": r.num_beams, "max_new_tokens": r.max_new_tokens,
-                                 "min_new_tokens": r.min_new_tokens}}
+                  "generation": dataclasses.asdict(r.generate)}
         return {"arch": self.cfg.model.arch, "model_type": self.cfg.model.model_type, "step": str(self.step),
                 **self.model.checkpoint_metadata(), "vcap_config": json.dumps(config)}
 

@@ -1,6 +1,7 @@
 """Captioning: cross-entropy training; evaluation generates captions and scores them with pycocoevalcap."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -27,14 +28,15 @@ class CaptioningTask(BaseTask):
     METRICS = METRIC_KEYS + ("SPICE", "num_videos", "num_bad_videos")
 
     def gen_cfg(self) -> dict:
-        r = self.run
-        return {"num_beams": r.num_beams, "max_new_tokens": r.max_new_tokens, "min_new_tokens": r.min_new_tokens}
+        """``run.generate`` as keyword settings of ``generate``."""
+        return dataclasses.asdict(self.run.generate)
 
     @torch.no_grad()
     def evaluate(self, model, loader, dataset, split: str, output_dir: Path) -> dict:
         local = []
+        settings = {**self.gen_cfg(), "num_captions": 1}  # the metrics score one caption per video
         for batch in loader:
-            captions = model.generate(batch, **self.gen_cfg())
+            captions = model.generate(batch, **settings)
             local.extend({"video_id": v, "caption": c}
                          for v, c, ok in zip(batch["video_id"], captions, batch["valid"].tolist()) if ok)
         # one gather; de-duplicate by id in linear time

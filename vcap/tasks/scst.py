@@ -58,19 +58,19 @@ class SCSTTask(CaptioningTask):
         return super().build_model(cfg, datasets)
 
     def _draw(self, model, samples: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        sc, r = self.run.scst, self.run
-        common = {"max_new_tokens": r.max_new_tokens, "min_new_tokens": r.min_new_tokens}
+        sc, gen = self.run.scst, self.run.generate
+        common = {"max_len": gen.max_len, "min_len": gen.min_len, "repetition_penalty": gen.repetition_penalty}
         was_training = model.training
         model.eval()
         # sharded (run.fsdp): generation steps differ per rank, so the full weights are held meanwhile
         try:
             with gathered(model):
                 if sc.sample_method == "sample":
-                    ids = model.generate_ids(samples, num_beams=1, do_sample=True, temperature=sc.temperature,
-                                             top_p=sc.top_p, num_return_sequences=sc.num_samples, **common)
+                    ids = model.generate_ids(samples, num_beams=1, use_nucleus_sampling=True, temperature=sc.temperature,
+                                             top_p=sc.top_p, num_captions=sc.num_samples, **common)
                 else:
-                    ids = model.generate_ids(samples, num_beams=max(sc.num_samples, r.num_beams),
-                                             num_return_sequences=sc.num_samples, **common)
+                    ids = model.generate_ids(samples, num_beams=max(sc.num_samples, gen.num_beams),
+                                             length_penalty=gen.length_penalty, num_captions=sc.num_samples, **common)
                 greedy = model.generate_ids(samples, num_beams=1, **common) if sc.baseline == "greedy" else None
         finally:
             model.train(was_training)

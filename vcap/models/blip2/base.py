@@ -117,11 +117,11 @@ class Blip2Video(Captioner):
         frozen_dtype: ``bf16``, ``fp16`` or ``fp32`` storage of the frozen ViT and LLM, which are built or
             loaded directly in it; ``auto``: bf16 on a GPU, fp32 on the CPU. What trains (Q-Former,
             queries, projection, LoRA adapters, a ViT or LLM that is not frozen) stays fp32.
-        conventions: ``lavis`` or ``transformers``: what the weights' source decides beyond the weights (the
-            OPT end-of-caption token, whether an empty prompt scores OPT's BOS, ``ln_vision``'s eps and
-            whether it trains, the Flan-T5 activation; see ``conventions.py``). ``auto`` (resolved when the
-            config is built, so config.yaml shows it): ``lavis`` with a ``lavis_checkpoint``, else
-            ``transformers``.
+        conventions: ``lavis``, ``seed003`` or ``transformers``: what the weights' source decides beyond the
+            weights (the OPT end-of-caption token, whether an empty prompt scores OPT's BOS, ``ln_vision``'s eps
+            and whether it trains, the Flan-T5 activation, and what ``run.generate``'s ``max_len`` / ``min_len``
+            count; see ``conventions.py``). ``auto`` (resolved when the config is built, so config.yaml shows
+            it): ``lavis`` with a ``lavis_checkpoint``, else ``transformers``.
     """
 
     def __init__(self, tokenizer: str = "word", blip2_config: dict | None = None, num_query_tokens: int = 32,
@@ -130,7 +130,7 @@ class Blip2Video(Captioner):
                  freeze_llm: bool = True, max_txt_len: int = 32, pretrained: str | None = None,
                  lora: dict | None = None, lavis_checkpoint: str | list[str] | None = None,
                  grad_checkpointing: bool = False, frozen_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto",
-                 conventions: Literal["auto", "lavis", "transformers"] = "auto"):
+                 conventions: Literal["auto", "lavis", "seed003", "transformers"] = "auto"):
         super().__init__()
         self.conventions = TABLE[resolve_source(conventions, lavis_checkpoint)]
         self.tokenizer = load_text_tokenizer(tokenizer)

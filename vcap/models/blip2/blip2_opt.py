@@ -8,7 +8,7 @@ from transformers import OPTConfig, OPTForCausalLM
 from vcap.common.registry import registry
 from vcap.models.blip2.base import Blip2Video
 from vcap.models.blip2.conventions import join_prompt
-from vcap.models.generation import generate_from_prefix, prefix_logprobs
+from vcap.models.generation import CausalPrefix, generate_config, hf_generate, prefix_logprobs, reference_search
 from vcap.processors.tokenizer import pad_rows
 
 
@@ -73,7 +73,19 @@ class Blip2OPTVideo(Blip2Video):
         return prefix_logprobs(self.language_model, self._prefix(video_embeds, context), target_ids, target_mask)
 
     @torch.no_grad()
-    def generate_ids(self, samples: dict, **gen_cfg) -> torch.Tensor:
-        return generate_from_prefix(self.language_model, self._prefix(self.encode_video(samples)), self.tokenizer,
-                                    eos_token_id=self.end_token_id, **gen_cfg)
+    def generate_ids(self, samples: dict, **settings) -> torch.Tensor:
+        """``run.generate``'s settings. Under LAVIS's conventions ``max_len`` is new tokens and ``min_len`` counts
+        BOS and the prompt's ids as well (LAVIS 1.0.2 hands OPT the prompt as ``input_ids``): with "a video of",
+        ``min_len`` 8 allows a 4-token caption and ``min_len`` 1 an empty one; under seed 003's, both count one BOS
+        (``max_len`` 32 allows 31 new tokens)."""
+        gen = generate_config(**settings)
+        prefix = self._prefix(self.encode_video(samples))
+        conv = self.conventions
+        if conv.search is None:
+            return hf_generate(self.language_model, prefix, self.tokenizer, gen, eos_token_id=self.end_token_id)
+        context = self._context_ids() if conv.opt_counted == "context" else [self.tokenizer.bos_token_id]
+        context = torch.tensor([context] * len(prefix), device=prefix.device)
+        max_new = gen.max_len - context.shape[1] if conv.opt_max_counts_bos else gen.max_len
+        return reference_search(CausalPrefix(self.language_model, prefix), context, gen, self.end_token_id,
+                                self.tokenizer.pad_token_id, max_new, conv.search)
 

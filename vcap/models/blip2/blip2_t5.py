@@ -7,7 +7,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 from vcap.common.registry import registry
 from vcap.models.blip2.base import Blip2Video
-from vcap.models.generation import generate_from_prefix, token_logprobs
+from vcap.models.generation import Seq2SeqPrefix, generate_config, hf_generate, reference_search, token_logprobs
 
 
 @registry.register_model("blip2_t5")
@@ -72,7 +72,15 @@ class Blip2T5Video(Blip2Video):
         return token_logprobs(logits, target_ids, target_mask)
 
     @torch.no_grad()
-    def generate_ids(self, samples: dict, **gen_cfg) -> torch.Tensor:
-        ids = generate_from_prefix(self.language_model, self._prefix(self.encode_video(samples)), self.tokenizer,
-                                   eos_token_id=self.end_token_id, **gen_cfg)
-        return ids[:, 1:]  # the decoder's start token is not part of the caption
+    def generate_ids(self, samples: dict, **settings) -> torch.Tensor:
+        """``run.generate``'s settings. Under LAVIS's (and seed 003's) conventions ``max_len`` is new tokens and
+        ``min_len`` counts the decoder start token too (``min_len`` 8 allows a 7-token caption, 1 an empty one)."""
+        gen = generate_config(**settings)
+        prefix = self._prefix(self.encode_video(samples))
+        start = self.language_model.config.decoder_start_token_id
+        if self.conventions.search is None:
+            ids = hf_generate(self.language_model, prefix, self.tokenizer, gen, eos_token_id=self.end_token_id)
+            return ids[:, 1:]  # the decoder's start token is not part of the caption
+        context = torch.full((len(prefix), 1), start, dtype=torch.long, device=prefix.device)
+        return reference_search(Seq2SeqPrefix(self.language_model, prefix, start), context, gen, self.end_token_id,
+                                self.tokenizer.pad_token_id, gen.max_len, self.conventions.search)

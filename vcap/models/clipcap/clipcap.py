@@ -20,8 +20,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLI
 from vcap.common.registry import registry
 from vcap.common.weights import load_state, read_state_dict
 from vcap.models.base_model import Captioner, load_transformers
-from vcap.models.generation import generate_from_prefix, prefix_logprobs
-from vcap.processors.tokenizer import load_text_tokenizer
+from vcap.models.generation import CausalPrefix, generate_config, hf_generate, prefix_logprobs
+from vcap.processors.tokenizer import load_text_tokenizer, pad_rows
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,50 @@ class CrossMapper(nn.Module):
         return x
 
 
+@torch.no_grad()
+def clipcap_beam_search(stepper: CausalPrefix, n: int, beam: int, max_len: int, stop: int, min_len: int = 0,
+                        temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIPCap's ``generate_beam`` (predict.py) for ``n`` prefixes at once: ``beam`` beams from the first token's
+    top ``beam``; each step ranks beam x vocabulary candidates by their summed log-probability divided by their
+    length; a beam that has produced ``stop`` keeps its score and length and is extended with token 0 at no cost;
+    at most ``max_len`` tokens (its ``entry_length``). ``min_len``: tokens before ``stop`` may end a caption
+    (predict.py has none: 0). Returns ((n, beam, L) token ids, (n, beam) lengths), each video's beams best first
+    by average log-probability."""
+    def logprobs(logits, step):
+        lp = (logits / (temperature if temperature > 0 else 1.0)).softmax(-1).log()
+        if step < min_len:
+            lp[:, stop] = -float("inf")
+        return lp
+
+    lp = logprobs(stepper.start(beam)[::beam], 0)  # every beam's copy of the prefix is the same at first
+    scores, tokens = lp.topk(beam, -1)  # (n, beam)
+    scores, tokens = scores.reshape(-1), tokens.reshape(-1, 1)
+    lengths = torch.ones(n * beam, device=scores.device)
+    stopped = tokens[:, 0] == stop
+    order = None
+    base = torch.arange(n, device=scores.device)[:, None] * beam
+    for step in range(1, max_len):
+        if stopped.all():
+            break
+        lp = logprobs(stepper.next(tokens[:, -1], order), step)
+        lp[stopped] = -float("inf")
+        lp[stopped, 0] = 0.0
+        sums = scores[:, None] + lp
+        lengths[~stopped] += 1
+        average = (sums / lengths[:, None]).view(n, -1)
+        top, idx = average.topk(beam, -1)
+        vocab = sums.shape[1]
+        order = (base + idx // vocab).view(-1)
+        lengths, stopped = lengths[order], stopped[order]
+        nxt = (idx % vocab).view(-1)
+        tokens = torch.cat([tokens[order], nxt[:, None]], dim=1)
+        scores = top.view(-1) * lengths
+        stopped = stopped | (nxt == stop)
+    rank = (scores / lengths).view(n, beam).argsort(dim=1, descending=True)
+    pick = (base + rank).view(-1)
+    return tokens[pick].view(n, beam, -1), lengths[pick].view(n, beam).long()
+
+
 def clipcap_filter(sd: dict, model: nn.Module) -> tuple[dict, list[str]]:
     """CLIPCap's own files map one to one (``clip_project.*``, ``gpt.*``); GPT-2's old attention-mask buffers
     (``attn.bias``, ``attn.masked_bias``), which transformers no longer keeps, are ignored."""
@@ -172,6 +216,13 @@ class CLIPCap(Captioner):
             from scratch, such as the offline demo's.
         clipcap_weights: one of CLIPCap's released files (``coco_prefix-*.pt``, ``conceptual_weights.pt``,
             ``transformer_weights.pt``: keys ``clip_project.*`` and ``gpt.*``), loaded safely with a report.
+        stop_token: the text that ends a caption, CLIPCap's way: its released models were trained on captions
+            ending in "." with no end-of-sequence token, and predict.py stops at the first "." (the cards of the
+            released models set it). Captions then train with it as their last token, and decoding is predict.py's:
+            beam search as its ``generate_beam`` (see ``clipcap_beam_search``), one beam greedily as its
+            ``generate2`` (whose top-p filter before an argmax leaves it greedy), ``run.generate.max_len`` as its
+            ``entry_length``; ``use_nucleus_sampling`` samples for real. None: the tokenizer's end-of-sequence
+            token and transformers' ``generate``.
     """
 
     PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/clipcap/tiny.yaml",
@@ -184,9 +235,15 @@ class CLIPCap(Captioner):
                  mapper: Literal["mlp", "transformer", "cross"] = "mlp", prefix_length: int = 10,
                  clip_length: int = 10, mapper_layers: int = 8, mapper_heads: int = 8, only_prefix: bool = False,
                  normalize_prefix: bool = False, max_txt_len: int = 32, clipcap_weights: str | None = None,
-                 freeze_clip: bool = True, clip_resnet: str | dict | None = None):
+                 freeze_clip: bool = True, clip_resnet: str | dict | None = None, stop_token: str | None = None):
         super().__init__()
         self.tokenizer = load_text_tokenizer(tokenizer)
+        self.stop_token = stop_token
+        if stop_token is not None:
+            ids = self.tokenizer.ids(stop_token)
+            if not ids:
+                raise ValueError(f"model.stop_token {stop_token!r}: the tokenizer encodes it as no token")
+            self._stop_id = ids[0]  # predict.py's tokenizer.encode(stop_token)[0]
         self.clip_report = None
         if clip_resnet is not None:
             from vcap.models.clip_resnet import CLIPResNet, load_clip_resnet, resnet_spec
@@ -262,6 +319,52 @@ class CLIPCap(Captioner):
     def _token_logprobs(self, prefix: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return prefix_logprobs(self.gpt, prefix, ids, mask)
 
+    @property
+    def end_token_id(self) -> int:
+        """``stop_token``'s id where one is set, else the tokenizer's end-of-sequence token."""
+        return self._stop_id if self.stop_token is not None else self.tokenizer.eos_token_id
+
     @torch.no_grad()
-    def generate_ids(self, samples: dict, **gen_cfg) -> torch.Tensor:
-        return generate_from_prefix(self.gpt, self.encode_video(samples), self.tokenizer, **gen_cfg)
+    def generate_ids(self, samples: dict, **settings) -> torch.Tensor:
+        """``run.generate``'s settings; with a ``stop_token``, CLIPCap's own decoding (see the class)."""
+        gen = generate_config(**settings)
+        prefix = self.encode_video(samples)
+        if self.stop_token is None:
+            return hf_generate(self.gpt, prefix, self.tokenizer, gen)
+        if gen.use_nucleus_sampling or gen.num_beams == 1:
+            return self._stop_sample(prefix, gen)
+        if gen.repetition_penalty != 1.0 or gen.length_penalty != 1.0:
+            raise ValueError("CLIPCap's beam search (stop_token) averages log-probabilities over length and has no "
+                             "repetition_penalty or length_penalty; leave them at 1.0")
+        tokens, lengths = clipcap_beam_search(CausalPrefix(self.gpt, prefix), len(prefix), gen.num_beams, gen.max_len,
+                                              self._stop_id, gen.min_len, gen.temperature)
+        rows = [row[:n].tolist() for seqs, lens in zip(tokens, lengths)
+                for row, n in zip(seqs[:gen.num_captions], lens[:gen.num_captions])]
+        return pad_rows(rows, self.tokenizer.pad_token_id)[0].to(prefix.device)
+
+    def _stop_sample(self, prefix: torch.Tensor, gen) -> torch.Tensor:
+        """Greedy (predict.py's ``generate2``) or nucleus sampling until ``stop_token``, at most ``max_len`` tokens."""
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+        k = gen.num_captions if gen.use_nucleus_sampling else 1
+        stepper = CausalPrefix(self.gpt, prefix)
+        logits = stepper.start(k)
+        warp = LogitsProcessorList([TemperatureLogitsWarper(gen.temperature)] if gen.temperature != 1.0 else [])
+        if gen.top_p < 1.0:
+            warp.append(TopPLogitsWarper(gen.top_p))
+        out = []
+        running = torch.ones(len(logits), dtype=torch.bool, device=logits.device)
+        for step in range(gen.max_len):
+            if step < gen.min_len:
+                logits[:, self._stop_id] = -float("inf")
+            if gen.use_nucleus_sampling:
+                nxt = torch.multinomial(warp(None, logits).softmax(-1), 1)[:, 0]
+            else:
+                nxt = logits.argmax(-1)
+            nxt = torch.where(running, nxt, torch.full_like(nxt, self.tokenizer.pad_token_id))
+            out.append(nxt)
+            running &= nxt != self._stop_id
+            if not running.any():
+                break
+            logits = stepper.next(nxt)
+        return torch.stack(out, dim=1)

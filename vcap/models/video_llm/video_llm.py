@@ -19,7 +19,7 @@ import torch
 from vcap.common.registry import registry
 from vcap.models.base_model import Captioner, add_lora, enable_checkpointing, load_transformers
 from vcap.models.blip2.base import frozen_torch_dtype
-from vcap.models.generation import token_logprobs
+from vcap.models.generation import generate_config, hf_kwargs, token_logprobs
 from vcap.processors.tokenizer import HFTokenizer, pad_rows
 
 # per family: the vision tower's module (frozen with freeze_vision) and what of it still trains (the projector
@@ -191,15 +191,11 @@ class VideoLLMCaptioner(Captioner):
         return self._target_logprobs(inputs, labels).sum(1)
 
     @torch.no_grad()
-    def generate_ids(self, samples: dict, num_beams: int = 3, max_new_tokens: int = 20, min_new_tokens: int = 1,
-                     do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-                     num_return_sequences: int = 1) -> torch.Tensor:
-        """The model's own ``generate`` after the prompt; the new token ids only, padded after the end token."""
+    def generate_ids(self, samples: dict, **settings) -> torch.Tensor:
+        """The model's own ``generate`` after the prompt with ``run.generate``'s settings (``max_len`` / ``min_len``
+        in new tokens); the new token ids only, padded after the end token."""
         inputs = self._inputs(samples, [self.prompt_text] * len(samples["video"]))
-        out = self.model.generate(**inputs, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                                  min_new_tokens=min_new_tokens, do_sample=do_sample,
-                                  **({"temperature": temperature, "top_p": top_p} if do_sample else {}),
-                                  num_return_sequences=num_return_sequences, eos_token_id=self.end_token_id,
+        out = self.model.generate(**inputs, **hf_kwargs(generate_config(**settings)), eos_token_id=self.end_token_id,
                                   pad_token_id=self.tokenizer.pad_token_id)
         return out[:, inputs["input_ids"].shape[1]:]
 

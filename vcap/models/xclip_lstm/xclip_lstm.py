@@ -20,7 +20,7 @@ from transformers import XCLIPConfig, XCLIPModel
 
 from vcap.common.registry import registry
 from vcap.models.base_model import Captioner, load_transformers
-from vcap.models.generation import token_logprobs
+from vcap.models.generation import generate_config, token_logprobs
 from vcap.processors.tokenizer import load_text_tokenizer, pad_rows
 
 
@@ -117,21 +117,22 @@ class XCLIPLSTMCaptioner(Captioner):
         return token_logprobs(logits, target_ids, target_mask)
 
     @torch.no_grad()
-    def generate_ids(self, samples: dict, num_beams: int = 3, max_new_tokens: int = 20, min_new_tokens: int = 1,
-                     do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-                     num_return_sequences: int = 1) -> torch.Tensor:
-        """Greedy, beam search (scores divided by length) or sampling, carrying the LSTM state."""
-        if max_new_tokens < 1 or not 0 <= min_new_tokens <= max_new_tokens:
-            raise ValueError(f"need 0 <= min_new_tokens <= max_new_tokens and max_new_tokens >= 1, got "
-                             f"{min_new_tokens} and {max_new_tokens}")
+    def generate_ids(self, samples: dict, **settings) -> torch.Tensor:
+        """``run.generate``'s settings: greedy, beam search (scores divided by length, the end token counted) or
+        nucleus sampling, carrying the LSTM state; ``max_len`` / ``min_len`` count new tokens."""
+        gen = generate_config(**settings)
+        unsupported = {k: v for k, v in (("repetition_penalty", gen.repetition_penalty),
+                                         ("length_penalty", gen.length_penalty)) if v != 1.0}
+        if unsupported:
+            raise ValueError(f"xclip_lstm decodes without {sorted(unsupported)} (got {unsupported}); leave them at 1.0")
+        if gen.min_len > gen.max_len:
+            raise ValueError(f"min_len {gen.min_len} > max_len {gen.max_len}")
         visual = self.encode_video(samples)
-        if do_sample or num_beams == 1:
-            k = num_return_sequences if do_sample else 1
-            return self._sample(visual.repeat_interleave(k, 0), max_new_tokens, min_new_tokens, do_sample,
-                                temperature, top_p)
-        if num_return_sequences > num_beams:
-            raise ValueError(f"num_return_sequences ({num_return_sequences}) > num_beams ({num_beams})")
-        return self._beam(visual, num_beams, max_new_tokens, min_new_tokens, num_return_sequences)
+        if gen.use_nucleus_sampling or gen.num_beams == 1:
+            k = gen.num_captions if gen.use_nucleus_sampling else 1
+            return self._sample(visual.repeat_interleave(k, 0), gen.max_len, gen.min_len, gen.use_nucleus_sampling,
+                                gen.temperature, gen.top_p)
+        return self._beam(visual, gen.num_beams, gen.max_len, gen.min_len, gen.num_captions)
 
     def _processors(self, min_new: int, device, temperature: float = 1.0, top_p: float = 1.0):
         """transformers' logits processors, as its generate builds them: no pad or BOS, no end before
