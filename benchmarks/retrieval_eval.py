@@ -49,7 +49,7 @@ def run(n: int, dim: int, dual_softmax: float | None, seed: int = 0, device: str
         _reset_peak()
         before = _rss_kb("VmRSS") * 1024
     t0 = time.perf_counter()
-    metrics = retrieval_metrics_blocks(lambda s, e: texts[s:e] @ videos.t(), n, n, t2v, dual_softmax=dual_softmax,
+    metrics = retrieval_metrics_blocks(lambda rows: texts[rows] @ videos.t(), n, n, t2v, dual_softmax=dual_softmax,
                                        device=device)
     if cuda:
         torch.cuda.synchronize()

@@ -53,14 +53,20 @@ class RetrievalTask(BaseTask):
             new_v = {v: n for n, v in enumerate(keep_v)}
             texts_kept, videos_kept = text_emb[keep_t], video_emb[keep_v].to(model.device)
 
-            def block(s, e):  # similarity rows for texts s..e: the full matrix is never held
-                return model.similarity(texts_kept[s:e].to(model.device), videos_kept).float().cpu()
+            def block(rows):  # similarity rows of some texts: the full matrix is never held
+                return model.similarity(texts_kept[rows].to(model.device), videos_kept).float().cpu()
 
             details = {}
             metrics = retrieval_metrics_blocks(block, len(keep_t), len(keep_v),
                                                [new_v[dataset.text_to_video[t]] for t in keep_t],
                                                dual_softmax=self.run.dual_softmax, details=details)
             metrics["num_videos"], metrics["num_bad_videos"] = len(keep_v), len(bad)
+            if self.run.dual_softmax is not None:  # flagged wherever the numbers go
+                metrics["dual_softmax"] = self.run.dual_softmax
+                metrics["notes"] = {"dual_softmax": (
+                    f"re-scored by dual softmax (temperature {self.run.dual_softmax}): each score is weighted by a "
+                    f"softmax over all of this split's texts, so the numbers use the test set's text statistics, "
+                    f"which a search over new queries does not have; not comparable with plain-similarity numbers")}
             ids = [dataset.records[v]["video_id"] for v in keep_v]
             top5 = [[ids[v] for v in row] for row in details["top5"]]
             write_json(Path(output_dir) / "results" / f"{split}.json",
