@@ -24,7 +24,7 @@ def samples():
             "video_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])}
 
 
-@pytest.mark.parametrize("mapper", ["mlp", "transformer", "cross"])
+@pytest.mark.parametrize("mapper", ["mlp", "transformer", "cross", "cross_self"])
 @pytest.mark.parametrize("only_prefix", [False, True])
 def test_every_trainable_parameter_gets_a_gradient_and_frozen_parts_none(word_tokenizer_path, mapper, only_prefix):
     model = build(word_tokenizer_path, mapper=mapper, only_prefix=only_prefix).train()
@@ -172,3 +172,97 @@ def test_a_stop_token_ends_training_targets_and_captions(hf_tokenizers):
     ids, mask = model._caption_targets(["a dog runs"])
     assert ids[0, mask[0].bool()].tolist() == model.tokenizer.ids("a dog runs") + [13]
     assert model.decode_ids(torch.tensor([model.tokenizer.ids(" a dog runs") + [13, 0, 0]])) == ["a dog runs"]
+
+
+def seed000_cross_mapper(dim_clip: int, dim_embedding: int, prefix_length: int, clip_length: int, num_layers: int):
+    """Seed 000's ``CrossTransformerMapper`` rebuilt from its source (juexZZ/NYUFall22-CVProject-CLIPVideoCap
+    @ 8e51f7b, train_vtt.py, read with the search tool's fetch): ``Transformer(dim_embedding, 8, num_layers)``
+    without ``enc_dec``, so every layer is ``TransformerLayer(dim_self, dim_ref=dim_self, num_heads=8, mlp_ratio=2.,
+    bias=False)`` called as ``layer(prefix, frames, mask=None)``; attention by einsum with scale head_dim ** -0.5,
+    softmax over the keys; ``MlpTransformer`` fc1 -> relu -> fc2; pre-norm residuals. The frames go through
+    ``linear`` (dim_clip -> dim_embedding) first. Module names as there, so state dicts are interchangeable."""
+    from torch import nn
+    from torch.nn import functional as nnf
+
+    class MlpTransformer(nn.Module):
+        def __init__(self, in_dim, h_dim):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(in_dim, h_dim), nn.Linear(h_dim, in_dim)
+
+        def forward(self, x):
+            return self.fc2(nnf.relu(self.fc1(x)))
+
+    class MultiHeadAttention(nn.Module):
+        def __init__(self, dim_self, dim_ref, num_heads):
+            super().__init__()
+            self.num_heads, self.scale = num_heads, (dim_self // num_heads) ** -0.5
+            self.to_queries = nn.Linear(dim_self, dim_self, bias=False)
+            self.to_keys_values = nn.Linear(dim_ref, dim_self * 2, bias=False)
+            self.project = nn.Linear(dim_self, dim_self)
+
+        def forward(self, x, y):
+            b, n, c = x.shape
+            _, m, _ = y.shape
+            queries = self.to_queries(x).reshape(b, n, self.num_heads, c // self.num_heads)
+            keys_values = self.to_keys_values(y).reshape(b, m, 2, self.num_heads, c // self.num_heads)
+            keys, values = keys_values[:, :, 0], keys_values[:, :, 1]
+            attention = (torch.einsum("bnhd,bmhd->bnmh", queries, keys) * self.scale).softmax(dim=2)
+            return self.project(torch.einsum("bnmh,bmhd->bnhd", attention, values).reshape(b, n, c))
+
+    class TransformerLayer(nn.Module):
+        def __init__(self, dim_self, dim_ref, num_heads):
+            super().__init__()
+            self.norm1, self.norm2 = nn.LayerNorm(dim_self), nn.LayerNorm(dim_self)
+            self.attn = MultiHeadAttention(dim_self, dim_ref, num_heads)
+            self.mlp = MlpTransformer(dim_self, int(dim_self * 2.0))
+
+        def forward(self, x, y):
+            x = x + self.attn(self.norm1(x), y)
+            return x + self.mlp(self.norm2(x))
+
+    class Transformer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(TransformerLayer(dim_embedding, dim_embedding, 8) for _ in range(num_layers))
+
+    class CrossTransformerMapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.clip_length = clip_length
+            self.transformer = Transformer()
+            self.linear = nn.Linear(dim_clip, dim_embedding)
+            self.prefix_const = nn.Parameter(torch.randn(prefix_length, dim_embedding))
+
+        def forward(self, x):
+            x = self.linear(x.reshape(-1, x.shape[2])).view(x.shape[0], self.clip_length, -1)
+            out = self.prefix_const.unsqueeze(0).expand(x.shape[0], *self.prefix_const.shape)
+            for layer in self.transformer.layers:
+                out = layer(out, x)
+            return out
+
+    return CrossTransformerMapper()
+
+
+def test_cross_mapper_is_seed_000s_and_loads_its_key_layout(word_tokenizer_path, tmp_path):
+    """``mapper: cross`` is seed 000's --cross mapper: the same prefix on identical random weights (every parameter
+    randomised from its name), and a file in seed 000's layout (``clip_project.*`` beside GPT-2's ``gpt.*``) loads
+    with 0 missing and 0 unexpected keys. Seed 000: 28 frames of 512-d CLIP ViT-B/32, 8 layers, 8 heads."""
+    from seeded_weights import fill_parameters
+
+    from vcap.common.weights import load_state
+
+    theirs = seed000_cross_mapper(dim_clip=64, dim_embedding=64, prefix_length=5, clip_length=6, num_layers=3)
+    fill_parameters(theirs, seed=7)
+    model = build(word_tokenizer_path, mapper="cross", prefix_length=5, mapper_layers=3, mapper_heads=8).eval()
+    assert sorted(k for k in model.state_dict() if k.startswith("clip_project.")) == \
+        sorted(f"clip_project.{k}" for k in theirs.state_dict())
+    sd = {**{k: v for k, v in model.state_dict().items() if not k.startswith("clip_project.")},
+          **{f"clip_project.{k}": v for k, v in theirs.state_dict().items()}}
+    torch.save(sd, tmp_path / "seed000.pt")
+    report = load_state(model, torch.load(tmp_path / "seed000.pt"), "seed000.pt", "model.checkpoint")
+    assert not report.missing and not report.unexpected
+    frames = torch.randn(2, 6, 64)
+    with torch.no_grad():
+        ours = model.prefix_from_embeddings(frames, torch.ones(2, 6))
+        assert torch.allclose(ours, theirs(frames), atol=1e-5)
+    assert ours.shape == (2, 5, 64)

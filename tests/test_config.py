@@ -276,7 +276,7 @@ def test_checks_that_used_to_wait_for_the_runner_happen_in_build_config():
 @pytest.mark.parametrize("arch, key, value, choices", [
     ("clip4clip", "sim_header", "meanp", "'meanP', 'seqLSTM', 'seqTransf', 'tightTransf'"),
     ("clip4clip", "linear_patch", "3D", "'2d', '3d'"),
-    ("clipcap", "mapper", "mlp2", "'mlp', 'transformer', 'cross'"),
+    ("clipcap", "mapper", "mlp2", "'mlp', 'transformer', 'cross', 'cross_self'"),
     ("xclip_lstm", "spm_model_type", "word", "'unigram', 'bpe'"),
     ("blip2_opt", "frozen_dtype", "bf17", "'auto', 'bf16', 'fp16', 'fp32'"),
     ("blip2_t5", "conventions", "fairseq", "'auto', 'lavis', 'seed003', 'transformers'"),

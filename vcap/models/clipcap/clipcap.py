@@ -112,8 +112,32 @@ class TransformerMapper(nn.Module):
 
 
 class CrossMapper(nn.Module):
-    """Learned prefix tokens that alternately cross-attend to the frame embeddings and attend to
-    each other (seed 000's ``--cross``; CLIPCap's encoder-decoder layout)."""
+    """Seed 000's ``--cross`` mapper as written (juexZZ/NYUFall22-CVProject-CLIPVideoCap, train_vtt.py,
+    ``CrossTransformerMapper``): each frame embedding projected to the LM width by ``linear``, then learned prefix
+    tokens that cross-attend to the projected frames in every one of ``num_layers`` layers (its ``Transformer``
+    without ``enc_dec``: the prefix tokens never attend to each other). Seed 000's key layout, so its checkpoints
+    load one to one. Padded frames are masked out (seed 000 always had 28 real frames)."""
+
+    def __init__(self, dim_clip: int, dim_embedding: int, prefix_length: int, num_layers: int, num_heads: int):
+        super().__init__()
+        self.linear = nn.Linear(dim_clip, dim_embedding)
+        self.prefix_const = nn.Parameter(torch.randn(prefix_length, dim_embedding))
+        self.transformer = nn.Module()
+        self.transformer.layers = nn.ModuleList(
+            TransformerLayer(dim_embedding, dim_embedding, num_heads) for _ in range(num_layers))
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        frames = self.linear(frames)
+        x = self.prefix_const.unsqueeze(0).expand(frames.shape[0], -1, -1)
+        for layer in self.transformer.layers:
+            x = layer(x, frames, mask)
+        return x
+
+
+class CrossSelfMapper(nn.Module):
+    """Learned prefix tokens that alternately cross-attend to the raw frame embeddings and attend to each other
+    (2 x ``num_layers`` layers, CLIPCap's encoder-decoder ``Transformer`` layout): vcap's variant, mapper
+    ``cross_self``; seed 000's is ``cross``."""
 
     def __init__(self, dim_clip: int, dim_embedding: int, prefix_length: int, num_layers: int, num_heads: int):
         super().__init__()
@@ -205,8 +229,9 @@ class CLIPCap(Captioner):
         lm_config / lm_pretrained: the causal LM, from a config mapping (``model_type`` included,
             e.g. gpt2) or an id / directory.
         mapper: ``mlp`` (mean of the frame embeddings -> hidden -> prefix, Tanh), ``transformer``
-            (CLIPCap's, over ``clip_length`` tokens per frame), ``cross`` (prefix tokens
-            cross-attend to the frame embeddings).
+            (CLIPCap's, over ``clip_length`` tokens per frame), ``cross`` (seed 000's: the frame embeddings
+            projected to the LM width, then prefix tokens that cross-attend to them in every layer),
+            ``cross_self`` (prefix tokens alternately cross-attend to the raw frame embeddings and to each other).
         prefix_length, clip_length, mapper_layers, mapper_heads: mapper sizes (CLIPCap: 10 or 40, 10
             or 40, 8, 8).
         only_prefix: keep the LM frozen (CLIPCap's ``--only_prefix``); otherwise it is fine-tuned.
@@ -232,7 +257,7 @@ class CLIPCap(Captioner):
 
     def __init__(self, tokenizer: str = "word", clip_config: dict | None = None, clip_pretrained: str | None = None,
                  lm_config: dict | None = None, lm_pretrained: str | None = None,
-                 mapper: Literal["mlp", "transformer", "cross"] = "mlp", prefix_length: int = 10,
+                 mapper: Literal["mlp", "transformer", "cross", "cross_self"] = "mlp", prefix_length: int = 10,
                  clip_length: int = 10, mapper_layers: int = 8, mapper_heads: int = 8, only_prefix: bool = False,
                  normalize_prefix: bool = False, max_txt_len: int = 32, clipcap_weights: str | None = None,
                  freeze_clip: bool = True, clip_resnet: str | dict | None = None, stop_token: str | None = None):
@@ -286,7 +311,8 @@ class CLIPCap(Captioner):
         elif mapper == "transformer":
             self.clip_project = TransformerMapper(dim_clip, dim, prefix_length, clip_length, mapper_layers, mapper_heads)
         else:
-            self.clip_project = CrossMapper(dim_clip, dim, prefix_length, mapper_layers, mapper_heads)
+            mapper_cls = CrossMapper if mapper == "cross" else CrossSelfMapper
+            self.clip_project = mapper_cls(dim_clip, dim, prefix_length, mapper_layers, mapper_heads)
         self.mapper, self.prefix_length, self.dim = mapper, prefix_length, dim
         self.normalize_prefix, self.max_txt_len, self.only_prefix = normalize_prefix, max_txt_len, only_prefix
         sourced = tuple(p for p, src in (("clip.", clip_pretrained), ("gpt.", lm_pretrained)) if src)
