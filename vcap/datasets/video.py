@@ -27,8 +27,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
-Sampling = Literal["uniform", "rand", "headtail", "fps"]
-SAMPLINGS = ("uniform", "rand", "headtail", "fps")
+Sampling = Literal["uniform", "starts", "rand", "headtail", "fps", "fps_frames"]
+SAMPLINGS = ("uniform", "starts", "rand", "headtail", "fps", "fps_frames")
+Interpolation = Literal["bilinear", "bicubic"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -72,7 +73,8 @@ def sample_indices(num_total: int, num_frames: int, sampling: Sampling = "unifor
     """Indices of ``num_frames`` frames out of ``num_total`` (which is at least ``num_frames``).
 
     ``uniform`` takes the middle frame of each of ``num_frames`` equal segments (deterministic,
-    for evaluation); ``rand`` one random frame per segment; ``headtail`` (LAVIS's, seed 003's
+    for evaluation); ``starts`` the first frame of each (LAVIS's ``load_video``: ``np.arange(0, n, n / k)``
+    as integers); ``rand`` one random frame per segment; ``headtail`` (LAVIS's, seed 003's
     training sampler) half the frames at random from the first half and half from the second.
     Random strategies are reproducible from ``seed``.
     """
@@ -82,6 +84,8 @@ def sample_indices(num_total: int, num_frames: int, sampling: Sampling = "unifor
     rng = random.Random(seed)
     if sampling == "uniform":
         return [int((edges[i] + edges[i + 1]) / 2) for i in range(num_frames)]
+    if sampling == "starts":  # LAVIS's float arange can give one extra start; it is dropped
+        return np.arange(0, num_total, num_total / num_frames).astype(int)[:num_frames].tolist()
     if sampling == "rand":
         return [rng.randrange(int(edges[i]), max(int(edges[i]) + 1, int(np.ceil(edges[i + 1]))))
                 for i in range(num_frames)]
@@ -101,10 +105,13 @@ def frame_indices(timestamps, num_frames: int, sampling: Sampling = "uniform", s
     """(indices into the video's frames, mask of real frames) for a clip of ``num_frames``.
 
     ``timestamps`` are the presentation times (seconds, ascending) of every frame. ``start`` /
-    ``end`` (seconds) restrict the clip to a segment. ``fps`` is CLIP4Clip's sampling:
-    ``sample_fps`` frames per second of the segment, then sliced to ``num_frames`` by ``head``,
-    ``tail`` or ``uniform``. Clips with fewer frames than ``num_frames`` repeat their last
-    frame; the mask marks the real ones.
+    ``end`` (seconds) restrict the clip to a segment. ``fps`` samples ``sample_fps`` frames per second
+    of the segment (the frame shown at each instant), then slices them to ``num_frames`` by ``head``,
+    ``tail`` or ``uniform``. ``fps_frames`` is CLIP4Clip's own rule (dataloaders/rawvideo_util.py): the
+    frame rate truncated to an integer r (as OpenCV's CAP_PROP_FPS read by ``int``), then frames
+    ``s * r + i * (r // sample_fps)`` for each second s, ``sample_fps`` per second; it equals ``fps`` at an
+    integer frame rate and drifts from it at 29.97. Clips with fewer frames than ``num_frames`` repeat
+    their last frame; the mask marks the real ones.
     """
     ts = np.asarray(timestamps, dtype=np.float64)
     if ts.size == 0:
@@ -114,15 +121,18 @@ def frame_indices(timestamps, num_frames: int, sampling: Sampling = "uniform", s
     if hi <= lo:
         raise ValueError(f"no frame between start={start} and end={end} (the video spans "
                          f"{ts[0]:.3f}-{ts[-1]:.3f} s)")
-    if sampling == "fps":
+    if sampling in ("fps", "fps_frames"):
         if sample_fps <= 0:
             raise ValueError(f"sample_fps must be positive, got {sample_fps}")
-        t0 = ts[lo] if start is None else max(start, ts[lo])
-        t1 = ts[hi - 1]
-        times = t0 + np.arange(int(np.floor((t1 - t0) * sample_fps + 1e-6)) + 1) / sample_fps
-        # the frame shown at each time: the last one that starts at or before it
-        idx = np.clip(np.searchsorted(ts[lo:hi], times + 1e-6, side="right") - 1, 0, hi - lo - 1) + lo
-        idx = list(dict.fromkeys(int(i) for i in idx))
+        if sampling == "fps_frames":
+            idx = _fps_frames(ts, lo, hi, start, sample_fps)
+        else:
+            t0 = ts[lo] if start is None else max(start, ts[lo])
+            t1 = ts[hi - 1]
+            times = t0 + np.arange(int(np.floor((t1 - t0) * sample_fps + 1e-6)) + 1) / sample_fps
+            # the frame shown at each time: the last one that starts at or before it
+            idx = np.clip(np.searchsorted(ts[lo:hi], times + 1e-6, side="right") - 1, 0, hi - lo - 1) + lo
+            idx = list(dict.fromkeys(int(i) for i in idx))
         if len(idx) > num_frames:
             if fps_slice == "head":
                 idx = idx[:num_frames]
@@ -140,6 +150,19 @@ def frame_indices(timestamps, num_frames: int, sampling: Sampling = "uniform", s
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
     mask = [True] * len(idx) + [False] * (num_frames - len(idx))
     return idx + [idx[-1]] * (num_frames - len(idx)), mask
+
+
+def _fps_frames(ts: np.ndarray, lo: int, hi: int, start: float | None, sample_fps: float) -> list[int]:
+    """CLIP4Clip's ``video_to_tensor`` frame choice over frames lo..hi of a video with timestamps ``ts``."""
+    step = np.median(np.diff(ts)) if len(ts) > 1 else 1.0
+    rate = max(1, int(1.0 / step + 1e-6)) if step > 0 else 1  # int(cap.get(CAP_PROP_FPS))
+    per_second = max(1, int(sample_fps))
+    interval = max(1, rate // per_second)
+    offsets = list(range(0, rate, interval))[:per_second]
+    seconds = range(int(start or 0), -(-hi // rate) + 1)  # to the last (partial) second, inclusive
+    idx = [s * rate + o for s in seconds for o in offsets]
+    idx = [i for i in idx if lo <= i < hi] or [lo]  # OpenCV stops at the first frame it cannot read
+    return list(dict.fromkeys(idx))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -191,22 +214,42 @@ def _index(container, stream) -> VideoIndex:
     return VideoIndex(order, sorted(keys), float(stream.time_base or 1), seekable)
 
 
-def _scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
-    if not short_side or min(width, height) <= short_side:
-        return width, height
-    s = short_side / min(width, height)
-    return max(1, round(width * s)), max(1, round(height * s))
+@dataclass(frozen=True)
+class Scale:
+    """How frames are scaled while FFmpeg converts them to RGB: ``short_side`` caps the shorter side (the aspect
+    ratio kept), in the conversion itself; ``size`` (height, width) squashes every frame to exactly that, as decord's
+    ``VideoReader(height=, width=)`` does for LAVIS: the YUV planes are scaled first and then converted, as the
+    FFmpeg 4 in LAVIS's decord 0.6.0 did (within 3 levels of its pixels on average; converting and scaling in one
+    step with today's FFmpeg is further off at colour edges). ``interpolation`` is FFmpeg's scaler (bilinear: PyAV's
+    default, and FFmpeg 4's ``scale`` filter's, which decord 0.6.0 used; or bicubic)."""
+
+    short_side: int | None = None
+    size: tuple[int, int] | None = None
+    interpolation: Interpolation = "bilinear"
+
+    def of(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) to convert a (width x height) frame to."""
+        if self.size is not None:
+            return self.size[1], self.size[0]
+        if not self.short_side or min(width, height) <= self.short_side:
+            return width, height
+        s = self.short_side / min(width, height)
+        return max(1, round(width * s)), max(1, round(height * s))
 
 
-def _to_rgb(frame, short_side: int | None) -> np.ndarray:
-    """uint8 (H, W, 3), downscaled during the colour conversion and turned upright."""
-    w, h = _scaled_size(frame.width, frame.height, short_side)
-    array = frame.to_ndarray(format="rgb24", width=w, height=h)
+def _to_rgb(frame, scale: Scale) -> np.ndarray:
+    """uint8 (H, W, 3), scaled during the colour conversion and turned upright."""
     k = round((frame.rotation or 0) / 90) % 4  # the display matrix's counter-clockwise angle
+    w, h = scale.of(*((frame.height, frame.width) if k % 2 else (frame.width, frame.height)))
+    if k % 2:  # the size is the upright frame's
+        w, h = h, w
+    if scale.size is not None and (w, h) != (frame.width, frame.height):
+        frame = frame.reformat(width=w, height=h, interpolation=scale.interpolation.upper())  # the YUV planes first
+    array = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation=scale.interpolation.upper())
     return np.ascontiguousarray(np.rot90(array, k)) if k else array
 
 
-def _decode_seek(container, stream, index: VideoIndex, wanted: list[int], short_side) -> dict[int, np.ndarray]:
+def _decode_seek(container, stream, index: VideoIndex, wanted: list[int], scale: Scale) -> dict[int, np.ndarray]:
     """Frames at the sorted, distinct indices ``wanted``: seek to each one's keyframe, decode forward.
 
     On the way to a wanted frame the decoder skips non-reference frames (nothing depends on
@@ -233,7 +276,7 @@ def _decode_seek(container, stream, index: VideoIndex, wanted: list[int], short_
                     raise _SeekUnreliable
                 last = frame.pts
                 if frame.pts == target:
-                    out[i] = _to_rgb(frame, short_side)
+                    out[i] = _to_rgb(frame, scale)
                     break
                 if frame.pts > target:
                     raise _SeekUnreliable
@@ -244,17 +287,17 @@ def _decode_seek(container, stream, index: VideoIndex, wanted: list[int], short_
     return out
 
 
-def _decode_sequential(container, stream, wanted: list[int], short_side) -> dict[int, np.ndarray]:
+def _decode_sequential(container, stream, wanted: list[int], scale: Scale) -> dict[int, np.ndarray]:
     out, todo = {}, set(wanted)
     for n, frame in enumerate(container.decode(stream)):
         if n in todo:
-            out[n] = _to_rgb(frame, short_side)
+            out[n] = _to_rgb(frame, scale)
             if len(out) == len(todo):
                 break
     return out
 
 
-def _read_pyav(path: str, select, short_side: int | None, seek: bool = True) -> np.ndarray:
+def _read_pyav(path: str, select, scale: Scale, seek: bool = True) -> np.ndarray:
     """``select(timestamps) -> indices``; returns those frames (N, H, W, 3)."""
     import av
 
@@ -272,7 +315,7 @@ def _read_pyav(path: str, select, short_side: int | None, seek: bool = True) -> 
         frames = None
         if seek and index.seekable:
             try:
-                frames = _decode_seek(container, stream, index, wanted, short_side)
+                frames = _decode_seek(container, stream, index, wanted, scale)
             except _SeekUnreliable:
                 log.debug("%s: seeking is unreliable, decoding sequentially", path)
             except av.FFmpegError:
@@ -282,7 +325,7 @@ def _read_pyav(path: str, select, short_side: int | None, seek: bool = True) -> 
             container = _open(path)
             stream = container.streams.video[0]
             try:
-                frames = _decode_sequential(container, stream, wanted, short_side)
+                frames = _decode_sequential(container, stream, wanted, scale)
             except av.FFmpegError as e:
                 raise VideoDecodeError(path, f"{type(e).__name__}: {e}") from e
     except (av.FFmpegError, OSError, EOFError) as e:  # damage; anything else is a bug and propagates
@@ -310,12 +353,13 @@ def decord_available() -> bool:
 _decord_warned: set[str] = set()
 
 
-def _read_decord(path: str, select) -> np.ndarray | None:
-    """The frames by decord, or None where decord cannot give PyAV's frames (the caller uses PyAV)."""
+def _read_decord(path: str, select, size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """The frames by decord (scaled to ``size`` (height, width) by decord itself, as LAVIS reads them), or None where
+    decord cannot give PyAV's frames (the caller uses PyAV)."""
     import decord
 
     try:
-        reader = decord.VideoReader(path, num_threads=1)
+        reader = decord.VideoReader(path, num_threads=1, **({"height": size[0], "width": size[1]} if size else {}))
         n = len(reader)
         if n == 0:
             return None
@@ -367,12 +411,15 @@ def read_frames(path: str | os.PathLike, num_frames: int, sampling: Sampling = "
                 start: float | None = None, end: float | None = None, seed: int | None = None,
                 backend: Literal["auto", "pyav", "decord"] = "auto", *, sample_fps: float = 1.0,
                 fps_slice: Literal["head", "tail", "uniform"] = "uniform", short_side: int | None = None,
+                size: tuple[int, int] | None = None, interpolation: Interpolation = "bilinear",
                 return_mask: bool = False, seek: bool = True):
     """``num_frames`` RGB frames of ``path`` (a file, or ``VideoBytes`` in memory) as a uint8 tensor (T, C, H, W).
 
     See ``frame_indices`` for ``sampling``, ``start``, ``end``, ``sample_fps`` and ``fps_slice``.
     ``short_side`` downscales large frames during decoding so their shorter side is at most
-    that. ``backend``: ``auto`` and ``pyav`` decode with PyAV, ``decord`` with decord. Images
+    that; ``size`` (height, width) scales every frame to exactly that instead (squashed, as LAVIS's
+    decord loading does), with FFmpeg's ``interpolation`` (see ``Scale``).
+    ``backend``: ``auto`` and ``pyav`` decode with PyAV, ``decord`` with decord. Images
     (jpg, png, ...) are one-frame videos. With ``return_mask`` the result is ``(frames, mask)``,
     the mask (T,) marking real frames (False for repeats of the last frame of a short clip).
     Raises ``VideoDecodeError`` naming the file and the reason for anything undecodable.
@@ -380,6 +427,7 @@ def read_frames(path: str | os.PathLike, num_frames: int, sampling: Sampling = "
     path = path if isinstance(path, VideoBytes) else str(path)
     _check_file(path)
     chosen: dict = {}
+    scale = Scale(short_side, tuple(size) if size else None, interpolation)
 
     def select(timestamps):
         try:
@@ -397,14 +445,12 @@ def read_frames(path: str | os.PathLike, num_frames: int, sampling: Sampling = "
         if backend == "decord" and not isinstance(path, VideoBytes):  # decord reads files; bytes go to PyAV
             if not decord_available():
                 raise ImportError("backend='decord' needs decord: pip install decord2 (or decord)")
-            array = _read_decord(path, select)
+            array = _read_decord(path, select, size)
         elif backend not in ("auto", "pyav"):
             raise ValueError(f"backend must be auto, pyav or decord, got {backend!r}")
         if array is None:
-            array = _read_pyav(path, select, short_side, seek=seek)
-        elif short_side and min(array.shape[1:3]) > short_side:
-            array = _resize(array, short_side)
-    return _clip(array, chosen["mask"], return_mask)
+            array = _read_pyav(path, select, scale, seek=seek)
+    return _clip(_resize(array, scale), chosen["mask"], return_mask)
 
 
 def _clip(array: np.ndarray, mask: list[bool], return_mask: bool):
@@ -413,11 +459,18 @@ def _clip(array: np.ndarray, mask: list[bool], return_mask: bool):
     return (frames, torch.tensor(mask)) if return_mask else frames
 
 
-def _resize(array: np.ndarray, short_side: int) -> np.ndarray:
+def _resize(array: np.ndarray, scale: Scale) -> np.ndarray:
+    """(N, H, W, 3) frames that FFmpeg did not scale (an image, decord's) as ``scale`` asks, with torchvision's
+    antialiased resize."""
+    from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
+    w, h = scale.of(array.shape[2], array.shape[1])
+    if (h, w) == array.shape[1:3]:
+        return array
     t = torch.from_numpy(array).permute(0, 3, 1, 2)
-    return F.resize(t, short_side, antialias=True).permute(0, 2, 3, 1).contiguous().numpy()
+    mode = InterpolationMode.BICUBIC if scale.interpolation == "bicubic" else InterpolationMode.BILINEAR
+    return F.resize(t, [h, w], interpolation=mode, antialias=True).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 @dataclass
@@ -429,7 +482,7 @@ class DecodedVideo:
 
 
 def decode_all(path: str | os.PathLike, short_side: int | None = None) -> DecodedVideo:
-    """Every frame of ``path`` (sequential decode)."""
+    """Every frame of ``path`` (sequential decode), the shorter side at most ``short_side``."""
     path = str(path)
     _check_file(path)
     if path.lower().endswith(IMAGE_EXTENSIONS):
@@ -440,7 +493,7 @@ def decode_all(path: str | os.PathLike, short_side: int | None = None) -> Decode
         ts["t"] = timestamps
         return list(range(len(timestamps)))
 
-    frames = _read_pyav(path, everything, short_side, seek=False)
+    frames = _read_pyav(path, everything, Scale(short_side), seek=False)
     return DecodedVideo(frames, ts["t"])
 
 

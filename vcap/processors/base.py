@@ -33,7 +33,13 @@ def check_processor_section(section, prefix: str) -> list[str]:
     problems = [f"{prefix}.{key}: unknown key for processor {section.name!r}{did_you_mean(key, valid)}"
                 for key in section if key != "name" and key not in valid]
     values = OmegaConf.to_container(section, resolve=True) if not isinstance(section, dict) else section
-    return problems + check_arguments(cls.__init__, values, prefix, skip=("name",))
+    problems += check_arguments(cls.__init__, values, prefix, skip=("name",))
+    if not problems:  # a processor checks its own values when built (cheap: no files are read)
+        try:
+            cls.from_config(values)
+        except (ValueError, TypeError) as e:
+            problems.append(f"{prefix}: {e}")
+    return problems
 
 
 def build_processor(section):

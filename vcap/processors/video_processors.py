@@ -40,7 +40,8 @@ class _VideoProcessor(BaseProcessor):
     @property
     def deterministic(self) -> bool:
         """The same video gives the same pixels every time (no random frames, order or augmentation)."""
-        return self.sampling in ("uniform", "fps") and self.frame_order != "shuffle" and not self.augments
+        return self.sampling in ("uniform", "starts", "fps", "fps_frames") and self.frame_order != "shuffle" \
+            and not self.augments
 
     augments = False
 
