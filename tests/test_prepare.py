@@ -126,6 +126,37 @@ def test_vatex_clips_and_segments_of_full_videos(tmp_path):
     ds = _builder("vatex_caption", ann, tmp_path / "vatex" / "videos", **_small_processors()).build_datasets()
     item = ds["train"][2]  # the segment 2-3 s of a 4 s video at 4 fps: frames 8..12
     assert item["video"].shape == (4, 3, 32, 32) and item["video_mask"].all()
+    # no test file: the test split is the validation set, and the summary says so
+    assert summary["splits"]["caption_test"]["videos"] == 1 and "validation" in summary["notes"]["caption_test"]
+
+
+@pytest.mark.parametrize("test_file", ["vatex_public_test_english_v1.1.json", "cap_private_test.json"])
+def test_vatex_test_split_is_the_test_file_when_given(tmp_path, test_file):
+    """VATEX's public test (its own schema) or LAVIS's cap_private_test.json (rows of video and caption, stored by
+    LAVIS as cap_test.json: what seed 003's VATEX numbers used) becomes caption_test, which the card tests on."""
+    raw = tmp_path / "raw"
+    for vid in ("Ptf_2VRj-V0_000001_000002", "test_clip_000003_000013"):
+        _video(raw / "clips" / f"{vid}.mp4")
+    train = [{"videoID": "Ptf_2VRj-V0_000001_000002", "enCap": ["A person dances."]}]
+    (raw / "vatex_training_v1.0.json").write_text(json.dumps(train))
+    (raw / "vatex_validation_v1.0.json").write_text(json.dumps(train))
+    if test_file.startswith("vatex"):
+        rows = [{"videoID": "test_clip_000003_000013", "enCap": ["A test clip.", "Another caption."]}]
+    else:  # LAVIS's layout: a row per caption (or a caption list), the clip's file as video
+        rows = [{"video": "test_clip_000003_000013.mp4", "caption": "A test clip.", "image_id": 0},
+                {"video": "test_clip_000003_000013.mp4", "caption": "Another caption.", "image_id": 0}]
+    (raw / test_file).write_text(json.dumps(rows))
+    summary = prepare("vatex", raw, tmp_path / "vatex")
+    assert summary["notes"]["caption_test"] == f"from {test_file}"
+    recs = json.loads((tmp_path / "vatex" / "annotations" / "caption_test.json").read_text())
+    assert len(recs) == 1 and recs[0]["video"] == "clips/test_clip_000003_000013.mp4"
+    assert recs[0]["captions"] == ["A test clip.", "Another caption."]
+    from vcap.common.config import build_config
+
+    cfg = build_config(OmegaConf.create({"model": {"arch": "blip2_t5", "model_type": "tiny"},
+                                         "datasets": {"vatex_caption": {}}, "run": {"task": "captioning",
+                                                                                     "output_dir": "o"}}))
+    assert cfg.datasets.vatex_caption.build_info.annotations.test.endswith("vatex/annotations/caption_test.json")
 
 
 def test_coco_karpathy_images_as_one_frame_videos(tmp_path):

@@ -22,7 +22,8 @@ def test_leave_one_out_advantages_of_each_video_sum_to_zero():
 def _task(**scst):
     cfg = build_config(OmegaConf.create({
         "model": {"arch": "blip2_opt", "model_type": "tiny"}, "datasets": {"synthetic_caption": {}},
-        "run": {"task": "captioning_scst", "output_dir": "o", "generate": {"num_beams": 1, "max_len": 8}, "scst": scst}}))
+        "run": {"task": "captioning_scst", "output_dir": "o", "generate": {"num_beams": 1, "max_len": 8},
+                "scst": scst}}))
     task = SCSTTask(cfg)
     task.cider = CiderD({"v0": [CAPTIONS[0], "a red circle moves left"], "v1": [CAPTIONS[1]]})
     return task
@@ -61,6 +62,15 @@ def test_scst_loss_is_minus_advantage_times_logprob(word_tokenizer_path, monkeyp
     adv = torch.tensor([[1.0, -1.0], [0.0, 0.0]])
     assert float(out["loss"].detach()) == pytest.approx(float(-(adv * logp).mean().detach()), rel=1e-5)
     assert float(out["reward"]) == pytest.approx(0.5) and float(out["beat_baseline"]) == pytest.approx(0.25)
+    # seed 003's baseline: the mean of all K rewards, the sample's own included (half the advantage for K = 2), and
+    # its loss on length-normalised log-probabilities (each sequence up to and including its end token, 3)
+    task = _task(num_samples=2, baseline="mean", length_normalize=True)
+    monkeypatch.setattr(task, "_draw", lambda m, s: (ids, None))
+    monkeypatch.setattr(task.cider, "score", lambda caps, vids: torch.tensor([1.0, 0.0, 0.5, 0.5]).numpy())
+    out = task.train_step(model, batch)
+    lengths = torch.tensor([[3.0, 2.0], [2.0, 4.0]])
+    assert float(out["baseline"]) == pytest.approx(0.5)
+    assert float(out["loss"].detach()) == pytest.approx(float(-(adv / 2 * logp / lengths).mean().detach()), rel=1e-5)
 
 
 def test_scst_rewards_use_every_reference_of_the_video(word_tokenizer_path, monkeypatch):

@@ -56,7 +56,8 @@ class SCSTConfig:
     sample_method: Literal["sample", "beam"] = "sample"  # multinomial sampling, or the top beams
     temperature: float = 1.0
     top_p: float = 1.0
-    baseline: Literal["mean_others", "greedy"] = "mean_others"  # leave-one-out mean, or the greedy caption's reward
+    # leave-one-out mean, the mean of all K (seed 003's: the same gradient scaled by (K-1)/K), or the greedy reward
+    baseline: Literal["mean_others", "mean", "greedy"] = "mean_others"
     length_normalize: bool = False  # divide each caption's log-probability by its length
 
 
@@ -440,6 +441,13 @@ def build_config(project: DictConfig | str | os.PathLike, options: list[str] | N
         if not problems and "monitor" not in run:  # the task's own metric selects the best checkpoint
             run["monitor"] = getattr(registry.get_task_class(run["task"]), "DEFAULT_MONITOR", None)
             merged.run.monitor = run["monitor"]
+        if not problems and run.get("iters_per_inner_epoch") is not None and run.get("train_dataset_ratios") is None:
+            # LAVIS's runner_iter over one dataset: inner epochs of that dataset alone, as a mix of one
+            splits = run.get("train_splits", ["train"])
+            training = [n for n, d in merged.datasets.items() if _has_train_split(n, d, splits)]
+            if len(training) == 1:
+                run["train_dataset_ratios"] = {training[0]: 1}
+                merged.run.train_dataset_ratios = {training[0]: 1}
         if not problems:
             problems.extend(_check_mixing(run, merged.datasets))
             problems.extend(_check_before_work(run, merged))
@@ -577,8 +585,8 @@ def _check_mixing(run: dict, datasets: DictConfig) -> list[str]:
     positive, every dataset with a train split has one, and an inner epoch length is given."""
     ratios, iters = run.get("train_dataset_ratios"), run.get("iters_per_inner_epoch")
     if ratios is None:
-        return ["run.iters_per_inner_epoch: set without run.train_dataset_ratios (an inner epoch is a stretch of "
-                "steps over datasets mixed by ratio)"] if iters is not None else []
+        return ["run.iters_per_inner_epoch: set without run.train_dataset_ratios, and several datasets train (an "
+                "inner epoch is a stretch of steps over datasets mixed by ratio: give each a weight)"] if iters else []
     splits = run.get("train_splits", ["train"])
     training = [n for n, d in datasets.items() if _has_train_split(n, d, splits)]
     problems = [] if ratios else ["run.train_dataset_ratios: empty; give each training dataset a weight"]

@@ -1,6 +1,8 @@
 """Optimizer parameter groups and per-step learning-rate schedules."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from vcap.common.registry import registry
@@ -33,8 +35,9 @@ class _TimmSchedule:
     run on the groups themselves, a CLIP4Clip group at ``coef_lr`` 1e-3 would warm down and end above its base.)"""
 
     def __init__(self, optimizer, total_steps: int, init_lr: float, min_lr: float = 0.0,
-                 warmup_steps: int = 0, warmup_lr: float = 0.0):
+                 warmup_steps: int = 0, warmup_lr: float = 0.0, steps_per_epoch: int | None = None):
         self.optimizer, self.init_lr = optimizer, init_lr
+        self.steps_per_epoch = steps_per_epoch
         self.total_steps, self.warmup_steps = max(1, int(total_steps)), int(warmup_steps)
         self._shape_param = torch.nn.Parameter(torch.zeros(1))
         self._shape = torch.optim.SGD([self._shape_param], lr=1.0)
@@ -84,6 +87,28 @@ class LinearWarmupCosineLR(_TimmSchedule):
         return CosineLRScheduler(shape_optimizer, t_initial=max(1, self.total_steps - self.warmup_steps),
                                  lr_min=min_factor, warmup_t=self.warmup_steps, warmup_lr_init=warmup_factor,
                                  warmup_prefix=True, t_in_epochs=False)
+
+
+@registry.register_lr_scheduler("linear_warmup_cosine_lr")
+class LavisLinearWarmupCosineLR(_TimmSchedule):
+    """LAVIS's ``linear_warmup_cosine_lr`` (lavis/common/optims.py) as its runners step it, for recipes copied from
+    LAVIS yamls: in the first epoch only, a linear warm-up from ``warmup_lr`` towards ``init_lr`` over
+    ``warmup_steps``; from the second epoch on, one cosine value per epoch, ``min_lr + (init_lr - min_lr) * (1 +
+    cos(pi * epoch / max_epoch)) / 2``. An epoch is ``steps_per_epoch`` steps (an inner epoch under runner_iter),
+    and the warm-up is cut off where the first epoch ends: seed 003's 500-step inner epochs with 1000 warm-up steps
+    reach half of ``init_lr``, then jump to the cosine. vcap's ``linear_warmup_cosine`` decays every step instead."""
+
+    def make(self, shape_optimizer, min_factor: float, warmup_factor: float):
+        self.min_factor, self.warmup_factor = min_factor, warmup_factor
+        return None
+
+    def factor_at(self, step: int) -> float:
+        per_epoch = max(1, self.steps_per_epoch or self.total_steps)
+        epoch, i = divmod(step, per_epoch)
+        if epoch == 0:
+            return min(1.0, self.warmup_factor + (1.0 - self.warmup_factor) * i / max(self.warmup_steps, 1))
+        max_epoch = max(1, self.total_steps // per_epoch)
+        return (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * epoch / max_epoch)) + self.min_factor
 
 
 @registry.register_lr_scheduler("constant")

@@ -229,7 +229,7 @@ class RunnerBase:
         self.scheduler = registry.get_lr_scheduler_class(r.lr_sched)(
             self.optimizer, total_steps=total, init_lr=r.init_lr, min_lr=r.min_lr,
             warmup_steps=int(r.warmup_ratio * total) if r.warmup_ratio is not None else r.warmup_steps,
-            warmup_lr=r.warmup_lr)
+            warmup_lr=r.warmup_lr, steps_per_epoch=steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.total_steps = total
         if dist.is_dist() and not is_sharded(self.model):

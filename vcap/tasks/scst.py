@@ -6,7 +6,8 @@ differentiable teacher-forced pass over the drawn tokens (the captioner's ``scor
 reached through ``forward`` so DDP syncs the gradients). Each caption's reward is its CIDEr-D
 against *all* references of its video, with document frequencies from every training reference
 (``vcap.evaluation.cider.CiderD``, built once). The baseline is the mean reward of the other
-samples of the same video (so a video's advantages sum to zero) or the greedy caption's reward.
+samples of the same video (so a video's advantages sum to zero), the mean of all of them (seed 003's), or the
+greedy caption's reward.
 """
 from __future__ import annotations
 
@@ -66,8 +67,9 @@ class SCSTTask(CaptioningTask):
         try:
             with gathered(model):
                 if sc.sample_method == "sample":
-                    ids = model.generate_ids(samples, num_beams=1, use_nucleus_sampling=True, temperature=sc.temperature,
-                                             top_p=sc.top_p, num_captions=sc.num_samples, **common)
+                    ids = model.generate_ids(samples, num_beams=1, use_nucleus_sampling=True,
+                                             temperature=sc.temperature, top_p=sc.top_p, num_captions=sc.num_samples,
+                                             **common)
                 else:
                     ids = model.generate_ids(samples, num_beams=max(sc.num_samples, gen.num_beams),
                                              length_penalty=gen.length_penalty, num_captions=sc.num_samples, **common)
@@ -86,6 +88,8 @@ class SCSTTask(CaptioningTask):
         if greedy is not None:
             baseline = torch.from_numpy(self.cider.score(core.decode_ids(greedy), list(samples["video_id"])))
             baseline = baseline.float().view(b, 1).expand(b, k)
+        elif sc.baseline == "mean":  # seed 003's: each sample's own reward is part of its baseline
+            baseline = rewards.mean(1, keepdim=True).expand(b, k)
         else:
             baseline = leave_one_out_baseline(rewards)
         logp = model({**samples, "score_token_ids": ids})["logprobs"].view(b, k)

@@ -63,6 +63,7 @@ class Output:
         self.out, self.video_root = Path(out), Path(video_root)
         self._videos: VideoIndex | None = None
         self.summary: dict[str, dict] = {}
+        self.notes: dict[str, str] = {}  # what a converter chose, e.g. which file the test split is
         self.missing: list[str] = []
 
     @property
@@ -87,11 +88,14 @@ class Output:
         root = self.video_root.resolve()
         if not link.exists() and not link.is_symlink() and root != link.resolve():
             link.symlink_to(root, target_is_directory=True)
-        summary = {"splits": self.summary, "videos": str(root), "missing_videos": len(self.missing)}
+        summary = {"splits": self.summary, "videos": str(root), "missing_videos": len(self.missing),
+                   **({"notes": self.notes} if self.notes else {})}
         write_json(self.out / "summary.json", summary, indent=1)
         for name, counts in self.summary.items():
             print(f"{name}: {counts['videos']} videos, {counts['captions']} captions, "
                   f"{counts['missing_videos']} missing")
+        for key, note in self.notes.items():
+            print(f"{key}: {note}")
         if self.missing:
             print(f"{len(self.missing)} referenced videos were not found under {root}; "
                   f"listed in {self.out / 'missing_videos.txt'}")
