@@ -145,7 +145,8 @@ def test_config_resolves_conventions_from_the_source(tmp_path):
     assert cfg.model.conventions == "lavis"
     cfg = build_config("projects/msrvtt_ft.yaml", ["model.conventions=lavis"])
     assert cfg.model.conventions == "lavis"
-    with pytest.raises(ConfigError, match="model.conventions: got 'fairseq', expected one of 'auto', 'lavis', 'seed003', 'transformers'"):
+    with pytest.raises(ConfigError, match="model.conventions: got 'fairseq', expected one of 'auto', 'lavis', "
+                                          "'seed003', 'transformers'"):
         build_config("projects/msrvtt_ft.yaml", ["model.conventions=fairseq"])
 
 

@@ -419,7 +419,7 @@ def caption_main(argv=None) -> list[dict]:
             except (TypeError, ValueError) as e:  # decoding settings the model cannot take
                 print(f"vcap caption: {e}", file=sys.stderr)
                 raise SystemExit(2) from None
-        out.append({"video": path, "caption": captions[0]} if len(captions) == 1 else {"video": path, "captions": captions})
+        out.append({"video": path, **({"caption": captions[0]} if len(captions) == 1 else {"captions": captions})})
         if not args.json:
             print("\n".join(f"{path}\t{c}" for c in captions))
     if args.json:

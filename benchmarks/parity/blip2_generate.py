@@ -51,6 +51,7 @@ CASES = ([{"num_beams": nb, "max_len": 12, "min_len": m} for nb in (1, 3) for m 
             {"num_beams": 3, "max_len": 12, "min_len": 3, "length_penalty": 0.0},
             {"num_beams": 1, "max_len": 12, "min_len": 1, "repetition_penalty": 1.5}])
 BIAS = {"none": 0.0, "end": 6.0}  # lavis_generate_side.BIASES
+CASE_KEYS = ("lm", "prompt", "bias", "settings", "ids")
 
 
 def lavis_kwargs(case: dict) -> dict:
@@ -122,9 +123,10 @@ def main(argv=None) -> dict:
         FIXTURE.write_text(json.dumps({
             "source": "benchmarks/parity/blip2_generate.py: LAVIS 1.0.2 (transformers 4.26.1) and seed 003's fork "
                       "(chunhuizng/mllm-video-captioner e69ce92, transformers 4.30.0), run in their own venv",
-            "bias": BIAS, "layouts": refs[0]["layouts"], "references": [{k: ref[k] for k in ("reference", "transformers")} | {
-                "cases": [{k: c[k] for k in ("lm", "prompt", "bias", "settings", "ids")} for c in ref["cases"]]}
-                for ref in refs]}, separators=(",", ":")))
+            "bias": BIAS, "layouts": refs[0]["layouts"],
+            "references": [{"reference": ref["reference"], "transformers": ref["transformers"],
+                            "cases": [{k: c[k] for k in CASE_KEYS} for c in ref["cases"]]} for ref in refs]},
+            separators=(",", ":")))
         print(f"wrote {FIXTURE} ({FIXTURE.stat().st_size // 1024} KB)")
     return report
 

@@ -66,7 +66,8 @@ def main(argv=None) -> list[dict]:
     for case in CASES:
         sim, t2v = case_matrix(**case)
         theirs, ours = clip4clip_eval(metrics, sim, t2v), retrieval_metrics(sim, t2v)
-        diff = {k: (theirs[k], ours[k]) for k in ours if abs(theirs[k] - ours[k]) > 1e-4}  # CLIP4Clip counts t2v in float32
+        # CLIP4Clip counts t2v in float32
+        diff = {k: (theirs[k], ours[k]) for k in ours if abs(theirs[k] - ours[k]) > 1e-4}
         print(f"{case}: {len(t2v)} texts; CLIP4Clip v2t R@1 {theirs['v2t_R1']:.2f} R@10 {theirs['v2t_R10']:.2f} MnR "
               f"{theirs['v2t_MnR']:.2f}; vcap {'equal' if not diff else f'differs: {diff}'}")
         out.append({"case": case, "clip4clip": theirs})

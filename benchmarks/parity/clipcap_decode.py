@@ -40,9 +40,9 @@ def tiny_clipcap(tokenizer_dir: str):
 
     from vcap.models.clipcap.clipcap import CLIPCap
 
-    model = CLIPCap(tokenizer=tokenizer_dir, clip_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                                               num_attention_heads=2, image_size=32, patch_size=8,
-                                                               projection_dim=16),
+    clip = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                patch_size=8, projection_dim=16)
+    model = CLIPCap(tokenizer=tokenizer_dir, clip_config=clip,
                     lm_config=dict(model_type="gpt2", n_embd=32, n_layer=2, n_head=2, n_positions=128),
                     mapper="mlp", prefix_length=4, stop_token=".")
     fill_parameters(model)

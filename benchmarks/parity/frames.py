@@ -8,7 +8,8 @@ The videos are written here with PyAV, losslessly (so every machine decodes the 
 at 10 fps, 64x112 with 50 frames at 29.97 fps, 80x72 with 23 frames at 8 fps (frame counts that 8 does not divide,
 both orientations). Reported: whether the frame indices are equal, and the mean and largest |difference| in
 normalised units over whole frames. tests/test_reference_processors.py checks vcap against what is written to
-tests/fixtures/reference_frames.npz: the indices, every frame average-pooled 8x8 (rounded), and a full-resolution 24x24 patch.
+tests/fixtures/reference_frames.npz: the indices, every frame average-pooled 8x8 (rounded), and a full-resolution
+24x24 patch.
 
     python benchmarks/parity/frames.py --lavis-python /work/lavis/venv/bin/python --clip4clip <CLIP4Clip checkout> \\
         [--write-fixture]

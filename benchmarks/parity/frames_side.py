@@ -24,7 +24,8 @@ def to_uint8(normalised: np.ndarray, channel_axis: int) -> np.ndarray:
     """A normalised float clip back to its uint8 pixels (exact: the inputs were uint8)."""
     shape = [1] * normalised.ndim
     shape[channel_axis] = 3
-    return np.rint((normalised * CLIP_STD.reshape(shape) + CLIP_MEAN.reshape(shape)) * 255).clip(0, 255).astype(np.uint8)
+    pixels = (normalised * CLIP_STD.reshape(shape) + CLIP_MEAN.reshape(shape)) * 255
+    return np.rint(pixels).clip(0, 255).astype(np.uint8)
 
 
 def lavis_alpro_eval(path: str, n_frms: int, image_size: int) -> tuple[np.ndarray, list[int]]:
@@ -92,14 +93,16 @@ def main():
     ap.add_argument("--clip4clip", required=True, help="a CLIP4Clip checkout (dataloaders/rawvideo_util.py)")
     args = ap.parse_args()
     work = Path(args.work)
-    spec = importlib.util.spec_from_file_location("rawvideo_util", Path(args.clip4clip) / "dataloaders" / "rawvideo_util.py")
+    util = Path(args.clip4clip) / "dataloaders" / "rawvideo_util.py"
+    spec = importlib.util.spec_from_file_location("rawvideo_util", util)
     extractor = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(extractor)
     plan = json.loads((work / "plan.json").read_text())
     arrays, indices = {}, {}
     for name, path in plan["videos"].items():
         arrays[f"alpro_{name}"], indices[f"alpro_{name}"] = lavis_alpro_eval(path, **plan["alpro"])
-        arrays[f"clip4clip_{name}"], indices[f"clip4clip_{name}"] = clip4clip_frames(extractor, path, **plan["clip4clip"])
+        key = f"clip4clip_{name}"
+        arrays[key], indices[key] = clip4clip_frames(extractor, path, **plan["clip4clip"])
     arrays["clip_image"] = clip_image(extractor, plan["image"], plan["clip4clip"]["size"])
     arrays.update(lavis_randaugment(np.load(work / "aug_frame.npy")))
     np.savez_compressed(work / "reference_frames.npz", **arrays)

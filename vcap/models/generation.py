@@ -39,8 +39,8 @@ def generate_config(**settings) -> GenerateConfig:
         raise ValueError(f"decoding needs max_len >= 1, min_len >= 0, num_beams >= 1 and num_captions >= 1; got "
                          f"{dataclasses.asdict(gen)}")
     if not gen.use_nucleus_sampling and gen.num_captions > gen.num_beams:
-        raise ValueError(f"num_captions ({gen.num_captions}) > num_beams ({gen.num_beams}): beam search returns at most "
-                         f"its beams (use_nucleus_sampling draws any number)")
+        raise ValueError(f"num_captions ({gen.num_captions}) > num_beams ({gen.num_beams}): beam search returns at "
+                         f"most its beams (use_nucleus_sampling draws any number)")
     return gen
 
 
@@ -73,7 +73,8 @@ def hf_kwargs(gen: GenerateConfig) -> dict:
 
 
 @torch.no_grad()
-def hf_generate(lm, prefix: torch.Tensor, tokenizer, gen: GenerateConfig, eos_token_id: int | None = None) -> torch.Tensor:
+def hf_generate(lm, prefix: torch.Tensor, tokenizer, gen: GenerateConfig,
+                eos_token_id: int | None = None) -> torch.Tensor:
     """transformers' ``generate`` after ``prefix`` embeddings (a causal LM's, or an encoder-decoder's encoder
     input). ``eos_token_id``: where a caption ends (default the tokenizer's EOS)."""
     if gen.min_len > gen.max_len:

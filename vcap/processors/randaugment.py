@@ -2,9 +2,9 @@
 OpenCV: the same operations, magnitudes and random draws, on uint8 frames.
 
 Where LAVIS's numpy arithmetic wraps uint8 values (AutoContrast's offset, Sharpness beyond 0..255), so does this,
-so that ``alpro_video_train`` gives LAVIS's frames. For a clip, ``n`` operations are drawn once (without replacement) and applied to every frame in the same order;
-the direction of a shear, translation or rotation is drawn again for every frame, as LAVIS draws its arguments
-inside the per-frame call. At LAVIS's magnitude 5 (of 10), Brightness and Sharpness have factor 1.0 and leave the
+so that ``alpro_video_train`` gives LAVIS's frames. For a clip, ``n`` operations are drawn once (without
+replacement) and applied to every frame in the same order; the direction of a shear, translation or rotation is drawn
+again for every frame, as LAVIS draws its arguments inside the per-frame call. At LAVIS's magnitude 5 (of 10), Brightness and Sharpness have factor 1.0 and leave the
 frame as it is; shears are 0.15, translations 5 px, rotations 15 degrees, with grey (128) filling what moves in.
 Geometric operations resample bilinearly as ``cv2.warpAffine`` does (about its centre for rotations, about the
 top-left corner for shears); OpenCV's fixed-point weights make its pixels differ by a level or two.
@@ -139,7 +139,8 @@ OPS = {
 
 def video_rand_augment(frames: torch.Tensor, rng: np.random.RandomState, n: int = 2, level: int = 5,
                        ops: tuple[str, ...] = ALPRO_OPS) -> torch.Tensor:
-    """uint8 frames (T, C, H, W) through ``n`` operations drawn from ``ops`` (the same for every frame), at ``level``."""
+    """uint8 frames (T, C, H, W) through ``n`` operations drawn from ``ops`` (the same for every frame) at
+    ``level``."""
     chosen = rng.choice(list(ops), n, replace=False)
     out = []
     for frame in frames:

@@ -96,7 +96,8 @@ class AlproVideoTrainProcessor(AlproVideoEvalProcessor):
                  backend: Literal["auto", "pyav", "decord"] = "auto", normalize: bool = True):
         super().__init__(n_frms, image_size, mean, std, backend, normalize)
         if not 0 < min_scale <= max_scale <= 1:
-            raise ValueError(f"alpro_video_train needs 0 < min_scale <= max_scale <= 1, got {min_scale} and {max_scale}")
+            raise ValueError(f"alpro_video_train needs 0 < min_scale <= max_scale <= 1, got {min_scale} and "
+                             f"{max_scale}")
         self.scale, self.randaugment = (min_scale, max_scale), randaugment
 
     def __call__(self, frames: torch.Tensor, seed: int | None = None, mask: torch.Tensor | None = None):
