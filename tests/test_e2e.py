@@ -137,6 +137,17 @@ def test_torchrun_train_then_evaluate_from_checkpoint(project, ds, monitor, keys
     p = run([sys.executable, "-m", "vcap.cli", "caption", "--model", str(ckpt), "--json", "--video",
              *[str(videos / f"{r['video_id']}.mp4") for r in rows]], tmp_path)
     assert [x["caption"] for x in json.loads(p.stdout)] == [r["prediction"] for r in rows]
+    # every run.generate key is a flag: two beams' captions of at most 3 tokens each; settings no decoding can
+    # take are refused with the reason (status 2)
+    one = str(videos / f"{rows[0]['video_id']}.mp4")
+    p = run([sys.executable, "-m", "vcap.cli", "caption", "--model", str(ckpt), "--json", "--video", one,
+             "--num-beams", "2", "--num-captions", "2", "--max-len", "3", "--min-len", "0"], tmp_path)
+    captions = json.loads(p.stdout)[0]["captions"]
+    assert len(captions) == 2 and all(len(c.split()) <= 3 for c in captions)
+    p = subprocess.run([sys.executable, "-m", "vcap.cli", "caption", "--model", str(ckpt), "--video", one,
+                        "--num-beams", "1", "--num-captions", "3"], cwd=REPO, env=env(tmp_path), capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 2 and "num_captions (3) > num_beams (1)" in p.stderr
     # and in Python, as LAVIS users do: the checkpoint's model with its processors gives the same captions
     import torch
 
