@@ -248,3 +248,32 @@ def test_fast_cider_d_beyond_the_packed_vocabulary_gives_the_same_scores(corpus_
     fast = CiderD(refs)
     assert len(fast.words) >= corpus_words
     np.testing.assert_allclose(fast.score(list(preds.values()), list(refs)), scorer.compute_score()[1], atol=1e-6)
+
+
+def test_dual_softmax_results_are_flagged_in_metrics(tiny_data, word_tokenizer_path, tmp_path):
+    """run.dual_softmax re-scores with the test set's own text statistics: its metrics say so (a flag and a note,
+    which metrics.json and the printed table carry), and plain-similarity metrics carry neither."""
+    import torch
+    from omegaconf import OmegaConf
+    from torch.utils.data import DataLoader
+
+    from conftest import TINY_SPEC
+    from vcap.common.config import build_config
+    from vcap.common.registry import registry
+    from vcap.datasets.datasets.base import collate
+
+    results = {}
+    for dual in (None, 100.0):
+        cfg = build_config(OmegaConf.create({
+            "model": {"arch": "clip4clip", "model_type": "tiny", "tokenizer": word_tokenizer_path},
+            "datasets": {"synthetic_retrieval": {"build_info": {**TINY_SPEC, "storage": str(tiny_data.parent)}}},
+            "run": {"task": "retrieval", "output_dir": str(tmp_path), "dual_softmax": dual}}))
+        task = registry.get_task_class("retrieval").setup_task(cfg)
+        test = task.build_datasets(cfg)["synthetic_retrieval"]["test"]
+        torch.manual_seed(0)
+        model = task.build_model(cfg, {}).eval()
+        loader = DataLoader(test, batch_size=8, collate_fn=collate)
+        results[dual] = task.evaluate(model, loader, test, "test", tmp_path)
+    assert "dual_softmax" not in results[None] and "notes" not in results[None]
+    flagged = results[100.0]
+    assert flagged["dual_softmax"] == 100.0 and "test set's text statistics" in flagged["notes"]["dual_softmax"]
