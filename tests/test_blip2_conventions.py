@@ -139,9 +139,11 @@ def test_flan_t5_activation_is_exact_gelu_under_lavis(t5_dir):
 def test_config_resolves_conventions_from_the_source(tmp_path):
     from vcap.common.config import ConfigError, build_config
 
-    cfg = build_config("projects/msrvtt_ft_opt2.7b.yaml")
+    assert build_config("projects/msrvtt_ft_opt2.7b.yaml").model.conventions == "seed003"  # the seed's recipe says so
+    cfg = build_config("projects/msrvtt_ft_opt2.7b.yaml", ["model.conventions=auto"])
     assert cfg.model.conventions == "transformers"
-    cfg = build_config("projects/msrvtt_ft_opt2.7b.yaml", ["model.lavis_checkpoint=blip2_caption_opt2.7b.pth"])
+    cfg = build_config("projects/msrvtt_ft_opt2.7b.yaml", ["model.conventions=auto",
+                                                           "model.lavis_checkpoint=blip2_caption_opt2.7b.pth"])
     assert cfg.model.conventions == "lavis"
     cfg = build_config("projects/msrvtt_ft.yaml", ["model.conventions=lavis"])
     assert cfg.model.conventions == "lavis"

@@ -270,12 +270,22 @@ def test_seed003_projects_build_their_model_from_a_local_blip2(project, lm, tmp_
     from vcap.common.config import build_config
     from vcap.common.registry import registry
 
+    from omegaconf import OmegaConf
+
     save_tiny_blip2(tmp_path, hf_tokenizers[lm], T5_CONFIG if lm == "t5" else OPT_CONFIG)
+    # the seed's processor sections say 224 px; the tiny stand-in reads 32 px frames
+    sizes = [f"datasets.{name}.vis_processor.{split}.image_size=32"
+             for name, section in OmegaConf.load(project).datasets.items()
+             for split in (section.get("vis_processor") or {})]
     cfg = build_config(project, [f"model.pretrained={tmp_path}", f"model.tokenizer={tmp_path}",
-                                 "model.num_query_tokens=4", "model.checkpoint=null"])
+                                 "model.num_query_tokens=4", "model.checkpoint=null", *sizes])
     model = registry.get_model_class(cfg.model.arch).from_config(cfg.model).train()
-    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == ({"query_tokens", "qformer", "language_projection"} |
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    trainable = {n.split(".")[0] for n in names}
+    assert cfg.model.conventions == "seed003"  # LAVIS's: ln_vision (the ViT's post_layernorm) trains beside it
+    assert {n for n in names if n.startswith("vision_model.")} == {"vision_model.post_layernorm.weight",
+                                                                  "vision_model.post_layernorm.bias"}
+    assert trainable == ({"query_tokens", "qformer", "language_projection", "vision_model"} |
                          ({"language_model"} if cfg.model.lora else set()))
     if cfg.model.lora:
         assert any(".q.lora_A" in n or ".q_proj.lora_A" in n for n, _ in model.named_parameters())

@@ -108,7 +108,7 @@ def test_a_wrong_choice_is_refused_before_any_data_is_generated(tmp_path):
                        env={**__import__("os").environ, "VCAP_DATA_ROOT": str(tmp_path / "data")})
     assert p.returncode == 2 and p.stderr.startswith("vcap: invalid config: 3 problem(s)")
     assert "model.frame_fusion: got 'concat', expected one of 'concat_tokens', 'concat_queries'" in p.stderr
-    assert "vis_processor.train.sampling: got 'random', expected one of 'uniform', 'rand', 'headtail', 'fps'" in p.stderr
+    assert "vis_processor.train.sampling: got 'random', expected one of 'uniform', 'starts', 'rand', 'headtail', 'fps', 'fps_frames'" in p.stderr
     assert "model.num_query_tokens: got 'many', expected int" in p.stderr
     assert not (tmp_path / "data").exists()
 

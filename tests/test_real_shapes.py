@@ -17,6 +17,7 @@ from transformers import AutoTokenizer
 
 from vcap.common.config import build_config
 from vcap.common.registry import registry
+from vcap.processors import build_processor
 
 EVA_VIT_G = dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=1, num_attention_heads=16,
                  image_size=224, patch_size=14, qkv_bias=True, layer_norm_eps=1e-6)
@@ -117,9 +118,9 @@ def test_card_builds_trains_and_runs_at_real_shapes(card, tmp_path, hf_tokenizer
     assert f"{cfg.model.arch}/{cfg.model.model_type}" == card
     torch.manual_seed(0)
     model = registry.get_model_class(cfg.model.arch).from_config(cfg.model).train()
-    vis = next(iter(cfg.datasets.values())).vis_processor.train
-    size = vis.get("image_size", 224)
-    batch = {"video": torch.randn(2, vis.num_frames, 3, size, size), "text_input": [LONG, "a dog runs"]}
+    vis = build_processor(next(iter(cfg.datasets.values())).vis_processor.train)  # the frames the project feeds
+    video = torch.randn(2, vis.num_frames, 3, vis.image_size, vis.image_size)
+    batch = {"video": video, "text_input": [LONG, "a dog runs"]}
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-4)
     loss = model(batch)["loss"]
