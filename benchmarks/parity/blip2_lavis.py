@@ -34,6 +34,9 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent / "tests"))
+from blip2_reference import first_end  # noqa: E402  (the tests' helpers, beside the fixtures they read)
+
 SIZES = json.loads((HERE / "blip2_sizes.json").read_text())
 CAPTIONS = ["A man is playing a guitar on stage.", "Two dogs, black and white, run across the grass!"]
 
@@ -41,7 +44,6 @@ CAPTIONS = ["A man is playing a guitar on stage.", "Two dogs, black and white, r
 def write_tokenizers(work: Path) -> None:
     """OPT, Flan-T5 and BERT tokenizer directories with the real conventions (tests/tokenizer_fixtures.py):
     as raw vocabulary files for LAVIS's transformers 4.26, and as transformers 5 saves them for vcap."""
-    sys.path.insert(0, str(HERE.parent.parent / "tests"))
     import tokenizer_fixtures as fx
 
     for name in ("opt", "t5"):
@@ -68,18 +70,6 @@ def vcap_model(lm: str, prompt: str, tok_dir: Path, checkpoint: Path, convention
     return cls(tokenizer=str(tok_dir), blip2_config=config, num_query_tokens=SIZES["num_query_tokens"],
                prompt=prompt, temporal_embedding=False, freeze_vit=True, freeze_llm=True, max_txt_len=32,
                lavis_checkpoint=str(checkpoint), frozen_dtype="fp32", conventions=conventions).eval()
-
-
-def first_end(ids: list[int], end: int, pad: int) -> list[int]:
-    """A generated row up to and including its end token, padding dropped."""
-    out = []
-    for i in ids:
-        out.append(i)
-        if i == end:
-            break
-    while out and out[-1] == pad and pad != end:
-        out.pop()
-    return out
 
 
 def main(argv=None) -> dict:
