@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from seeded_weights import seeded, state_dict_from_layout
+from seeded_weights import head_bias, seeded, state_dict_from_layout
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = json.loads((REPO / "benchmarks" / "parity" / "blip2_sizes.json").read_text())
@@ -41,10 +41,7 @@ def vcap_model(lm: str, prompt: str, tokenizer_dir: str, layout: dict, conventio
 
 def end_bias(model, value: float) -> None:
     """The reference's LM-head bias: ``value`` on the token captions end with."""
-    head = model.language_model.lm_head
-    bias = torch.zeros(head.out_features)
-    bias[model.end_token_id] = value
-    head.bias = torch.nn.Parameter(bias)
+    head_bias(model.language_model.lm_head, model.end_token_id, value)
 
 
 def first_end(row: list[int], end: int, pad: int) -> list[int]:

@@ -35,3 +35,11 @@ def state_dict_from_layout(layout: dict, seed: int = 0) -> dict[str, torch.Tenso
     """A reference model's parameters from its key layout (``{key: [shape, parameter name or None]}``, as the parity
     scripts record it): each key from the name of the parameter it is; buffers (None) are left out."""
     return {key: seeded(owner, shape, seed) for key, (shape, owner) in layout.items() if owner is not None}
+
+
+def head_bias(head: torch.nn.Linear, token: int, value: float) -> None:
+    """A bias of ``value`` on one token's logit of an LM head (which has none): the parity checks' end-favouring
+    head, set the same way on the reference's model and on vcap's."""
+    bias = torch.zeros(head.out_features)
+    bias[token] = value
+    head.bias = torch.nn.Parameter(bias)

@@ -142,9 +142,9 @@ def test_vatex_test_split_is_the_test_file_when_given(tmp_path, test_file):
     (raw / "vatex_validation_v1.0.json").write_text(json.dumps(train))
     if test_file.startswith("vatex"):
         rows = [{"videoID": "test_clip_000003_000013", "enCap": ["A test clip.", "Another caption."]}]
-    else:  # LAVIS's layout: a row per caption (or a caption list), the clip's file as video
-        rows = [{"video": "test_clip_000003_000013.mp4", "caption": "A test clip.", "image_id": 0},
-                {"video": "test_clip_000003_000013.mp4", "caption": "Another caption.", "image_id": 0}]
+    else:  # LAVIS's evaluation layout, as test_lavis_files_as_they_are has it: a row per video, its captions listed
+        rows = [{"video": "test_clip_000003_000013.mp4", "caption": ["A test clip.", "Another caption."],
+                 "image_id": "test_clip_000003_000013"}]
     (raw / test_file).write_text(json.dumps(rows))
     summary = prepare("vatex", raw, tmp_path / "vatex")
     assert summary["notes"]["caption_test"] == f"from {test_file}"

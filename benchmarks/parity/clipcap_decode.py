@@ -50,10 +50,10 @@ def tiny_clipcap(tokenizer_dir: str):
 
 
 def stop_bias(model, value: float) -> None:
-    head = model.gpt.lm_head
-    bias = torch.zeros(head.out_features)
-    bias[model.end_token_id] = value
-    head.bias = torch.nn.Parameter(bias)
+    """An LM-head bias of ``value`` on the stop token."""
+    from seeded_weights import head_bias
+
+    head_bias(model.gpt.lm_head, model.end_token_id, value)
 
 
 def features() -> torch.Tensor:

@@ -30,7 +30,13 @@ import torch
 HERE = Path(__file__).resolve().parent
 FIXTURE = HERE.parent.parent / "tests" / "fixtures" / "reference_frames.npz"
 VIDEOS = {"wide": (96, 64, 37, 10), "tall": (64, 112, 50, Fraction(30000, 1001)), "small": (80, 72, 23, 8)}
-PLAN = {"alpro": {"n_frms": 8, "image_size": 224}, "clip4clip": {"max_frames": 12, "slice_framepos": 2, "size": 224}}
+PLAN = {"alpro": {"n_frms": 8, "image_size": 224}, "clip4clip": {"max_frames": 12, "slice_framepos": 2, "size": 224},
+        # each RandAugment operation of alpro_video_train at LAVIS's magnitude 5 (both directions where there are
+        # two), and Brightness / Sharpness at 1.5 as well (at 5 they are the identity)
+        "augmentations": {"AutoContrast": [], "Equalize": [], "Brightness": [1.0], "Sharpness": [1.0],
+                          "Brightness_1.5": [1.5], "Sharpness_1.5": [1.5], "ShearX": [0.15], "ShearX_neg": [-0.15],
+                          "ShearY": [0.15], "TranslateX": [5.0], "TranslateY": [-5.0], "Rotate": [15.0],
+                          "Rotate_neg": [-15.0]}}
 PATCH = (slice(100, 124), slice(100, 124))  # a full-resolution window of each 224 x 224 frame
 CLIP_MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073))[:, None, None]
 CLIP_STD = torch.tensor((0.26862954, 0.26130258, 0.27577711))[:, None, None]
@@ -107,10 +113,7 @@ def vcap_outputs(plan: dict, backend: str = "pyav", only_augment: bool = False) 
         image = CLIPImageProcessor(image_size=plan["clip4clip"]["size"], normalize=False)
         out["clip_image"] = image(image.load(plan["image"])[0])
     frame = torch.from_numpy(np.load(Path(plan["image"]).with_name("aug_frame.npy"))).permute(2, 0, 1)
-    for case, args in {"AutoContrast": (), "Equalize": (), "Brightness": (1.0,), "Sharpness": (1.0,),
-                       "Brightness_1.5": (1.5,), "Sharpness_1.5": (1.5,), "ShearX": (0.15,), "ShearX_neg": (-0.15,),
-                       "ShearY": (0.15,), "TranslateX": (5.0,), "TranslateY": (-5.0,), "Rotate": (15.0,),
-                       "Rotate_neg": (-15.0,)}.items():
+    for case, args in plan["augmentations"].items():
         out[f"aug_{case}"] = OPS[case.split("_")[0]][0](frame, *args)
     return out, indices
 

@@ -71,13 +71,10 @@ def clip_image(extractor_module, path: str, size: int) -> np.ndarray:
     return to_uint8(transform(Image.open(path)).numpy()[None], 1)
 
 
-def lavis_randaugment(frame: np.ndarray) -> dict[str, np.ndarray]:
-    """Each operation of alpro_video_train's list at LAVIS's magnitude 5, both directions where there are two."""
+def lavis_randaugment(frame: np.ndarray, cases: dict[str, list]) -> dict[str, np.ndarray]:
+    """LAVIS's RandAugment functions at the plan's arguments (frames.py's ``augmentations``)."""
     from lavis.processors.randaugment import func_dict
 
-    cases = {"AutoContrast": (), "Equalize": (), "Brightness": (1.0,), "Sharpness": (1.0,), "Brightness_1.5": (1.5,),
-             "Sharpness_1.5": (1.5,), "ShearX": (0.15,), "ShearX_neg": (-0.15,), "ShearY": (0.15,),
-             "TranslateX": (5.0,), "TranslateY": (-5.0,), "Rotate": (15.0,), "Rotate_neg": (-15.0,)}
     fill = (128, 128, 128)
     out = {}
     for name, args in cases.items():
@@ -104,7 +101,7 @@ def main():
         key = f"clip4clip_{name}"
         arrays[key], indices[key] = clip4clip_frames(extractor, path, **plan["clip4clip"])
     arrays["clip_image"] = clip_image(extractor, plan["image"], plan["clip4clip"]["size"])
-    arrays.update(lavis_randaugment(np.load(work / "aug_frame.npy")))
+    arrays.update(lavis_randaugment(np.load(work / "aug_frame.npy"), plan["augmentations"]))
     np.savez_compressed(work / "reference_frames.npz", **arrays)
     (work / "reference_indices.json").write_text(json.dumps(indices))
     print(f"torch {torch.__version__}; {len(arrays)} reference arrays written")

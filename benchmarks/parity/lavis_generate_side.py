@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent.parent / "tests"))
 from lavis_blip2_side import SIZES, patch_loaders  # noqa: E402
-from seeded_weights import fill_parameters, seeded  # noqa: E402
+from seeded_weights import fill_parameters, head_bias, seeded  # noqa: E402
 
 PROMPTS = ("a video of", "")
 BIASES = {"none": 0.0, "end": 6.0}  # added to the end token's logit through an LM-head bias
@@ -65,10 +65,7 @@ def build(lm: str, prompt: str, tok_dir: str):
 
 def end_bias(model, inner, lm: str, value: float) -> None:
     """An LM-head bias of ``value`` on the token LAVIS ends captions with (its generate's eos_token_id)."""
-    end = model.eos_token_id if lm == "opt" else inner.config.eos_token_id
-    bias = torch.zeros(inner.lm_head.out_features)
-    bias[end] = value
-    inner.lm_head.bias = torch.nn.Parameter(bias)
+    head_bias(inner.lm_head, model.eos_token_id if lm == "opt" else inner.config.eos_token_id, value)
 
 
 def key_layout(model) -> dict:

@@ -110,6 +110,9 @@ class CausalPrefix:
         """Logits after feeding ``tokens`` (N,), the rows first reordered by ``order`` (beam search)."""
         if order is not None:
             self.cache.reorder_cache(order)
+        return self._feed(tokens)
+
+    def _feed(self, tokens: torch.Tensor) -> torch.Tensor:
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(tokens), 1)], dim=1)
         return self._run(input_ids=tokens[:, None], attention_mask=self.mask)
 
@@ -127,14 +130,9 @@ class Seq2SeqPrefix(CausalPrefix):
         self.enc_mask = torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device)
         self.encoded = self.lm.get_encoder()(inputs_embeds=emb, attention_mask=self.enc_mask)
         self.cache = None
-        return self._decode(torch.full((len(emb),), self.start_id, dtype=torch.long, device=emb.device))
+        return self._feed(torch.full((len(emb),), self.start_id, dtype=torch.long, device=emb.device))
 
-    def next(self, tokens: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
-        if order is not None:
-            self.cache.reorder_cache(order)
-        return self._decode(tokens)
-
-    def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
+    def _feed(self, tokens: torch.Tensor) -> torch.Tensor:
         return self._run(encoder_outputs=self.encoded, attention_mask=self.enc_mask, decoder_input_ids=tokens[:, None])
 
 
@@ -163,9 +161,9 @@ class _Hypotheses:
         return self.worst_score >= best_sum_logprobs / cur_len ** self.length_penalty
 
 
-def _processors(gen: GenerateConfig, eos: int, sample: bool):
+def _processors(gen: GenerateConfig, eos: int, sample: bool, top_k: int | None):
     """4.26's logits processors (repetition penalty, min length over every id so far) and, for sampling, its
-    warpers in its order: temperature, top-k 50 (its default), top-p."""
+    warpers in its order: temperature, top-k, top-p."""
     from transformers import (LogitsProcessorList, MinLengthLogitsProcessor, RepetitionPenaltyLogitsProcessor,
                               TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
@@ -178,7 +176,8 @@ def _processors(gen: GenerateConfig, eos: int, sample: bool):
     if sample:
         if gen.temperature != 1.0:
             warpers.append(TemperatureLogitsWarper(gen.temperature))
-        warpers.append(TopKLogitsWarper(50))
+        if top_k:
+            warpers.append(TopKLogitsWarper(top_k))
         if gen.top_p < 1.0:
             warpers.append(TopPLogitsWarper(gen.top_p))
     return procs, warpers
@@ -186,15 +185,17 @@ def _processors(gen: GenerateConfig, eos: int, sample: bool):
 
 @torch.no_grad()
 def reference_search(stepper: CausalPrefix, context: torch.Tensor, gen: GenerateConfig, eos: int, pad: int,
-                     max_new: int, release: Literal["4.26", "4.30"] = "4.26") -> torch.Tensor:
+                     max_new: int, release: Literal["4.26", "4.30"] = "4.26", top_k: int | None = 50) -> torch.Tensor:
     """transformers ``release``'s greedy search, sampling (``use_nucleus_sampling``) or beam search over
     ``stepper``'s logits, with ``context`` (B, C) the ids that release had in ``input_ids`` before the first new
     token: ``min_len`` and the beam length normalisation count them, as do the repetition penalty's seen tokens.
     ``max_new``: new tokens at most. 4.30 differs from 4.26 only in beam search's stopping heuristic (it judges
-    the running beams one token longer). Returns (B * num_captions, <= max_new) new ids, padded with ``pad``."""
+    the running beams one token longer). ``top_k``: the sampling cut (50, those releases' default; None: none).
+    With an empty context and ``eos`` any stop token it is plain greedy search or sampling (CLIPCap's ``generate2``).
+    Returns (B * num_captions, <= max_new) new ids, padded with ``pad``."""
     b, c = context.shape
     sample = gen.use_nucleus_sampling
-    procs, warpers = _processors(gen, eos, sample)
+    procs, warpers = _processors(gen, eos, sample, top_k)
     if sample or gen.num_beams == 1:
         k = gen.num_captions if sample else 1
         ids = context.repeat_interleave(k, 0)

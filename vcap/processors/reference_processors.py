@@ -26,7 +26,6 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from vcap.common.registry import registry
-from vcap.datasets.video import read_frames, sample_clip
 from vcap.processors.randaugment import video_rand_augment
 from vcap.processors.video_processors import CLIP_MEAN, CLIP_STD, VideoEvalProcessor, _VideoProcessor
 
@@ -55,13 +54,9 @@ class AlproVideoEvalProcessor(_VideoProcessor):
                          mean=CLIP_MEAN if mean is None else mean, std=CLIP_STD if std is None else std,
                          decode_scale=0, backend=backend, normalize=normalize)
 
-    def load(self, path, seed: int | None = None, decoded=None, start: float | None = None,
-             end: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        kwargs = dict(seed=seed, start=start, end=end, return_mask=True)
-        if decoded is not None:
-            return sample_clip(decoded, self.num_frames, self.sampling, **kwargs)
-        size = (self.image_size, self.image_size)
-        return read_frames(path, self.num_frames, self.sampling, backend=self.backend, size=size, **kwargs)
+    @property
+    def decode_size(self) -> tuple[int, int]:
+        return self.image_size, self.image_size
 
     def _squash(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames not already decoded at the size (cached clips, images): squashed by a bilinear resize."""
@@ -133,10 +128,7 @@ class CLIPImageProcessor(VideoEvalProcessor):
         super().__init__(num_frames=num_frames, sampling=sampling, image_size=image_size, sample_fps=sample_fps,
                          fps_slice=fps_slice, decode_scale=decode_scale, backend=backend, normalize=normalize)
 
-    def __call__(self, frames: torch.Tensor, seed: int | None = None, mask: torch.Tensor | None = None):
-        frames = TF.resize(frames, self.image_size, interpolation=InterpolationMode.BICUBIC, antialias=True)
-        frames = TF.center_crop(frames, [self.image_size, self.image_size])
-        return self._finish(frames, seed, mask)
+    interpolation = InterpolationMode.BICUBIC
 
 
 @registry.register_processor("clip4clip_video")

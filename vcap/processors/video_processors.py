@@ -6,7 +6,7 @@ import random
 from typing import Literal
 
 import torch
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
 from vcap.common.registry import registry
@@ -44,6 +44,7 @@ class _VideoProcessor(BaseProcessor):
             and not self.augments
 
     augments = False
+    decode_size: tuple[int, int] | None = None  # (height, width) every frame is scaled to while decoding (squashed)
 
     def load(self, path, seed: int | None = None, decoded: DecodedVideo | None = None, start: float | None = None,
              end: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,7 +54,7 @@ class _VideoProcessor(BaseProcessor):
         if decoded is not None:
             return sample_clip(decoded, self.num_frames, self.sampling, **kwargs)
         return read_frames(path, self.num_frames, self.sampling, backend=self.backend, short_side=self.short_side,
-                           **kwargs)
+                           size=self.decode_size, **kwargs)
 
     def _permutation(self, n: int, seed: int | None) -> list[int] | None:
         if self.frame_order == "reverse":
@@ -83,8 +84,10 @@ class _VideoProcessor(BaseProcessor):
 class VideoEvalProcessor(_VideoProcessor):
     """Resize the shorter side to ``image_size`` and centre-crop (no squashing to a square)."""
 
+    interpolation = InterpolationMode.BILINEAR
+
     def __call__(self, frames: torch.Tensor, seed: int | None = None, mask: torch.Tensor | None = None):
-        frames = F.resize(frames, self.image_size, antialias=True)
+        frames = F.resize(frames, self.image_size, interpolation=self.interpolation, antialias=True)
         frames = F.center_crop(frames, [self.image_size, self.image_size])
         return self._finish(frames, seed, mask)
 

@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLI
 from vcap.common.registry import registry
 from vcap.common.weights import load_state, read_state_dict
 from vcap.models.base_model import Captioner, load_transformers
-from vcap.models.generation import CausalPrefix, generate_config, hf_generate, prefix_logprobs
+from vcap.models.generation import CausalPrefix, generate_config, hf_generate, prefix_logprobs, reference_search
 from vcap.processors.tokenizer import load_text_tokenizer, pad_rows
 
 log = logging.getLogger(__name__)
@@ -357,8 +357,10 @@ class CLIPCap(Captioner):
         prefix = self.encode_video(samples)
         if self.stop_token is None:
             return hf_generate(self.gpt, prefix, self.tokenizer, gen)
-        if gen.use_nucleus_sampling or gen.num_beams == 1:
-            return self._stop_sample(prefix, gen)
+        if gen.use_nucleus_sampling or gen.num_beams == 1:  # generate2's greedy loop, or nucleus sampling (no top-k)
+            no_context = torch.empty(len(prefix), 0, dtype=torch.long, device=prefix.device)
+            return reference_search(CausalPrefix(self.gpt, prefix), no_context, gen, self._stop_id,
+                                    self.tokenizer.pad_token_id, gen.max_len, top_k=None)
         if gen.repetition_penalty != 1.0 or gen.length_penalty != 1.0:
             raise ValueError("CLIPCap's beam search (stop_token) averages log-probabilities over length and has no "
                              "repetition_penalty or length_penalty; leave them at 1.0")
@@ -367,30 +369,3 @@ class CLIPCap(Captioner):
         rows = [row[:n].tolist() for seqs, lens in zip(tokens, lengths)
                 for row, n in zip(seqs[:gen.num_captions], lens[:gen.num_captions])]
         return pad_rows(rows, self.tokenizer.pad_token_id)[0].to(prefix.device)
-
-    def _stop_sample(self, prefix: torch.Tensor, gen) -> torch.Tensor:
-        """Greedy (predict.py's ``generate2``) or nucleus sampling until ``stop_token``, at most ``max_len`` tokens."""
-        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
-
-        k = gen.num_captions if gen.use_nucleus_sampling else 1
-        stepper = CausalPrefix(self.gpt, prefix)
-        logits = stepper.start(k)
-        warp = LogitsProcessorList([TemperatureLogitsWarper(gen.temperature)] if gen.temperature != 1.0 else [])
-        if gen.top_p < 1.0:
-            warp.append(TopPLogitsWarper(gen.top_p))
-        out = []
-        running = torch.ones(len(logits), dtype=torch.bool, device=logits.device)
-        for step in range(gen.max_len):
-            if step < gen.min_len:
-                logits[:, self._stop_id] = -float("inf")
-            if gen.use_nucleus_sampling:
-                nxt = torch.multinomial(warp(None, logits).softmax(-1), 1)[:, 0]
-            else:
-                nxt = logits.argmax(-1)
-            nxt = torch.where(running, nxt, torch.full_like(nxt, self.tokenizer.pad_token_id))
-            out.append(nxt)
-            running &= nxt != self._stop_id
-            if not running.any():
-                break
-            logits = stepper.next(nxt)
-        return torch.stack(out, dim=1)
