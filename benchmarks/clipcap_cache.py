@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from vcap.common.config import build_config
+from vcap.project import build_config
 from vcap.common.registry import registry
 from vcap.datasets.datasets.base import CaptionEvalDataset, CaptionTrainDataset, collate, load_annotations
 from vcap.datasets.features import FeatureStore, extract_features

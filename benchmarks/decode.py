@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vcap.datasets.video import decord_available, read_frames, write_video
+from vcap.processors.video_io import decord_available, read_frames, write_video
 
 
 def make_video(path: Path, seconds: int, fps: int, width: int, height: int, gop: int, seed: int) -> None:

@@ -24,7 +24,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     from omegaconf import OmegaConf
 
-    from vcap.common.config import build_config
+    from vcap.project import build_config
     from vcap.datasets.synthetic import ALL_ATTRIBUTES, captions_for, render_frames, write_video
     from vcap.report import write_report
 

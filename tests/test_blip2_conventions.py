@@ -137,7 +137,8 @@ def test_flan_t5_activation_is_exact_gelu_under_lavis(t5_dir):
 
 
 def test_config_resolves_conventions_from_the_source(tmp_path):
-    from vcap.common.config import ConfigError, build_config
+    from vcap.common.validation import ConfigError
+    from vcap.project import build_config
 
     assert build_config("projects/msrvtt_ft_opt2.7b.yaml").model.conventions == "seed003"  # the seed's recipe says so
     cfg = build_config("projects/msrvtt_ft_opt2.7b.yaml", ["model.conventions=auto"])

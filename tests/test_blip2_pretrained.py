@@ -267,10 +267,10 @@ def test_lavis_checkpoint_errors_name_keys_and_code_is_refused(hf_dir, tmp_path)
 def test_seed003_projects_build_their_model_from_a_local_blip2(project, lm, tmp_path, hf_tokenizers):
     """The headline projects with a tiny transformers BLIP-2 standing in for the hub weights: LoRA lands on
     the LLM's q/v, the ViT and LLM stay frozen, the model trains and captions."""
-    from vcap.common.config import build_config
-    from vcap.common.registry import registry
-
     from omegaconf import OmegaConf
+
+    from vcap.common.registry import registry
+    from vcap.project import build_config
 
     save_tiny_blip2(tmp_path, hf_tokenizers[lm], T5_CONFIG if lm == "t5" else OPT_CONFIG)
     # the seed's processor sections say 224 px; the tiny stand-in reads 32 px frames

@@ -84,19 +84,18 @@ def test_check_counts_annotations_and_missing_videos_without_training(tmp_path):
     assert bad.returncode == 2 and "image_size: 224, but the model takes 32 px" in bad.stderr
 
 
-def test_vcap_list_reads_the_source_and_agrees_with_the_live_registry():
-    """vcap list reads vcap's registrations from its source (no torch: 0.25 s); they are the live registry's."""
-    from vcap.cli import static_registry
+def test_vcap_list_shows_the_live_registry():
+    """vcap list prints every registered name of every kind, and each model type of each model with its card."""
     from vcap.common.registry import KINDS, registry
 
-    static = static_registry()
+    p = vcap("list")
+    assert p.returncode == 0, p.stderr
     for kind in KINDS:
-        assert sorted(static.get(kind, {})) == registry.list(kind), kind
-    for name, (_, _, cards) in static["model"].items():
-        assert (cards or {}) == getattr(registry.get_model_class(name), "PRETRAINED_MODEL_CONFIG_DICT", {}), name
-    code = "import sys, vcap.cli\nvcap.cli.main(['list'])\nprint('torch' in sys.modules)"
-    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert p.stdout.strip().splitlines()[-1] == "False", p.stderr
+        for name in registry.list(kind):
+            assert name in p.stdout, (kind, name)
+    for arch in registry.list("model"):
+        for model_type in getattr(registry.get_model_class(arch), "PRETRAINED_MODEL_CONFIG_DICT", {}):
+            assert f"  {arch} / {model_type}: " in p.stdout, (arch, model_type)
 
 
 def test_a_wrong_choice_is_refused_before_any_data_is_generated(tmp_path):

@@ -4,8 +4,8 @@ import torch
 from omegaconf import OmegaConf
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from vcap.common.config import build_config
 from vcap.common.registry import registry
+from vcap.project import build_config
 
 CAPTIONS = ["a small red circle moves left on a black background", "a big blue square moves up on a gray background"]
 

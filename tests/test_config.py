@@ -4,8 +4,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from vcap.common.config import ConfigError, absolute_paths, build_config, run_config
 from vcap.common.registry import registry
+from vcap.common.schema import run_config
+from vcap.common.validation import ConfigError, absolute_paths
+from vcap.project import build_config
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECTS = sorted((REPO / "projects").rglob("*.yaml"))
@@ -192,10 +194,11 @@ def test_own_model_mistakes_are_explained():
     parameters of lazy modules at start-up."""
     import torch
 
-    from vcap.runners.build import count_parameters as _count
-    from vcap.common.config import ConfigError, build_config
     from vcap.common.registry import registry
+    from vcap.common.validation import ConfigError
     from vcap.models.base_model import BaseModel
+    from vcap.project import build_config
+    from vcap.runners.build import count_parameters as _count
 
     project = {"model": {"arch": "blip2_opt", "model_type": "tiny"}, "datasets": {"synthetic_caption": {}},
                "run": {"task": "captioning", "output_dir": "x"}}
@@ -239,7 +242,7 @@ def test_dataset_sections_have_one_schema_with_its_defaults_written_once():
     """DatasetConfig holds what every dataset card shares; no card repeats a default."""
     import dataclasses
 
-    from vcap.common.config import DATASET_DEFAULTS, DatasetConfig
+    from vcap.common.schema import DATASET_DEFAULTS, DatasetConfig
 
     cfg = build_config(project(datasets={"synthetic_caption": {}, "msrvtt_caption": {}}))
     assert cfg.datasets.msrvtt_caption.train_storage == "files" and cfg.datasets.msrvtt_caption.features is None

@@ -254,13 +254,13 @@ def test_dual_softmax_results_are_flagged_in_metrics(tiny_data, word_tokenizer_p
     """run.dual_softmax re-scores with the test set's own text statistics: its metrics say so (a flag and a note,
     which metrics.json and the printed table carry), and plain-similarity metrics carry neither."""
     import torch
+    from conftest import TINY_SPEC
     from omegaconf import OmegaConf
     from torch.utils.data import DataLoader
 
-    from conftest import TINY_SPEC
-    from vcap.common.config import build_config
     from vcap.common.registry import registry
     from vcap.datasets.datasets.base import collate
+    from vcap.project import build_config
 
     results = {}
     for dual in (None, 100.0):

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from omegaconf import OmegaConf
-
 from conftest import REPO
+from omegaconf import OmegaConf
 from test_e2e import env, run, torchrun
 from test_resume import final_weights, kill_all, latest_step
+
+from vcap.datasets.loaders import mix_choices
 from vcap.processors.text_processors import CaptionProcessor
-from vcap.runners.mixing import mix_choices
 
 
 def test_draws_follow_the_ratios_and_are_a_function_of_seed_and_epoch():
@@ -107,7 +107,8 @@ def trace(out, epoch: int, rank: int) -> list[str]:
 
 
 def test_config_errors_name_the_dataset_and_the_weight(tmp_path, mixed_data):
-    from vcap.common.config import ConfigError, build_config
+    from vcap.common.validation import ConfigError
+    from vcap.project import build_config
 
     base = OmegaConf.load(project(tmp_path, mixed_data, {"msrvtt_caption": 1, "webvid_caption": 7}, 5))
     for change, message in [

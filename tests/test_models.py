@@ -3,8 +3,8 @@ import torch
 from omegaconf import OmegaConf
 
 from vcap.common.checkpoint import load_weights, read_metadata, save_weights
-from vcap.common.config import build_config
 from vcap.common.registry import registry
+from vcap.project import build_config
 
 CAPTIONS = ["a small red circle moves left on a black background", "a big blue square moves up on a gray background"]
 

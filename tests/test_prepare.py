@@ -7,10 +7,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from vcap.common.config import build_config
 from vcap.common.registry import registry
 from vcap.datasets.prepare import prepare
-from vcap.datasets.video import write_video
+from vcap.processors.video_io import write_video
+from vcap.project import build_config
 
 
 def _video(path, seconds=2, fps=4, size=32):
@@ -151,7 +151,7 @@ def test_vatex_test_split_is_the_test_file_when_given(tmp_path, test_file):
     recs = json.loads((tmp_path / "vatex" / "annotations" / "caption_test.json").read_text())
     assert len(recs) == 1 and recs[0]["video"] == "clips/test_clip_000003_000013.mp4"
     assert recs[0]["captions"] == ["A test clip.", "Another caption."]
-    from vcap.common.config import build_config
+    from vcap.project import build_config
 
     cfg = build_config(OmegaConf.create({"model": {"arch": "blip2_t5", "model_type": "tiny"},
                                          "datasets": {"vatex_caption": {}}, "run": {"task": "captioning",

@@ -15,9 +15,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from vcap.common.config import build_config
 from vcap.common.registry import registry
 from vcap.processors import build_processor
+from vcap.project import build_config
 
 EVA_VIT_G = dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=1, num_attention_heads=16,
                  image_size=224, patch_size=14, qkv_bias=True, layer_norm_eps=1e-6)
@@ -83,9 +83,9 @@ def save_clipcap_rn50x4(path, tokenizer_dir):
 
 
 def save_xclip(path, tokenizer_dir):
+    from tokenizer_fixtures import CORPUS
     from transformers import XCLIPConfig, XCLIPModel
 
-    from tokenizer_fixtures import CORPUS
     from vcap.processors.tokenizer import SentencePieceTokenizer
 
     XCLIPModel(XCLIPConfig(text_config=dict(num_hidden_layers=1),

@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "parity"))
 from frames import FIXTURE, PATCH, normalised, vcap_outputs, write_inputs  # noqa: E402
 
-from vcap.datasets.video import decord_available  # noqa: E402
 from vcap.processors import build_processor  # noqa: E402
+from vcap.processors.video_io import decord_available  # noqa: E402
 
 REF = dict(np.load(FIXTURE))
 TOLERANCE = {"alpro": 0.05, "clip4clip": 0.005, "clip_image": 0.005}  # mean |difference|, normalised units
@@ -79,7 +79,7 @@ def test_alpro_train_samples_headtail_crops_flips_and_is_reproducible(plan):
     the item's seed; randaugment false (the seed's fork) leaves the pixels to the crop."""
     proc = build_processor(OmegaConf.create({"name": "alpro_video_train", "n_frms": 8, "image_size": 224,
                                              "randaugment": False}))
-    from vcap.datasets import video as video_mod
+    from vcap.processors import video_io as video_mod
 
     chosen, seen = video_mod.frame_indices, []
     video_mod.frame_indices = lambda *a, **kw: seen.append(chosen(*a, **kw)) or seen[-1]
@@ -107,7 +107,7 @@ def test_seed_003_processor_sections_build_as_written():
         assert build_processor(OmegaConf.create(section)) is not None
     caption = build_processor(OmegaConf.create({"name": "blip_caption"}))
     assert caption("A man is (playing) a guitar!!  On stage.") == "a man is playing a guitar on stage"
-    from vcap.common.config import ConfigError
+    from vcap.common.validation import ConfigError
 
     with pytest.raises(ConfigError, match="model.prompt"):  # the prompt lives in the model config only
         build_processor(OmegaConf.create({"name": "blip_caption", "prompt": "a video of "}))

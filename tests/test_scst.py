@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-
 from test_models import CAPTIONS, build, samples
-from vcap.common.config import build_config
+
 from vcap.evaluation.cider import CiderD
+from vcap.project import build_config
 from vcap.tasks.scst import SCSTTask, leave_one_out_baseline
 
 

@@ -4,7 +4,7 @@ read with the search tool's fetch), under the seed's own key names; ``translate`
 import pytest
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from vcap.common.config import build_config
+from vcap.project import build_config
 
 # lavis/projects/blip2/train/caption_msrvtt_flant5xl_ft.yaml, lines as written (model / datasets / run)
 FLANT5_LORA = {"arch": "blip2_t5", "prompt": "a video of", "num_query_token": 32, "freeze_vit": True, "lora": True,

@@ -77,7 +77,7 @@ def test_a_worker_whose_first_videos_are_broken_still_fills_its_batches(shard_in
     def first_three_fail(pos, *args):
         calls.append(pos)
         if len(calls) <= 3:
-            from vcap.datasets.video import VideoDecodeError
+            from vcap.processors.video_io import VideoDecodeError
             raise VideoDecodeError(f"x{pos}.mp4", "damaged")
         return real(pos, *args)
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-import vcap.datasets.video as video
-from vcap.datasets.video import VideoDecodeError, decode_all, frame_indices, read_frames, sample_clip, \
-    sample_indices, write_video
+import vcap.processors.video_io as video
+from vcap.processors.sampling import frame_indices, sample_indices
+from vcap.processors.video_io import VideoDecodeError, decode_all, read_frames, sample_clip, write_video
 
 GOP = 6  # short groups of pictures, so sparse sampling really seeks
 
@@ -207,7 +207,7 @@ def test_bytes_in_memory_decode_like_their_file(videos, tmp_path):
     the sequential fallback included; an image by its name's extension; an empty sample is a decode error."""
     from PIL import Image
 
-    from vcap.datasets.video import VideoBytes
+    from vcap.processors.video_io import VideoBytes
 
     for name in ("h264_mp4", "vfr", "rotated"):
         sample = VideoBytes(f"shard::{videos[name].name}", videos[name].read_bytes())

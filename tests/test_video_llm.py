@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from vcap.common.config import build_config
+from vcap.project import build_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CAPTIONS = ["a small red circle moves left", "a big blue square moves up on a gray background"]

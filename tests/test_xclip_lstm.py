@@ -7,9 +7,9 @@ from omegaconf import OmegaConf
 from transformers import XCLIPConfig, XCLIPModel
 
 from vcap.common.checkpoint import read_metadata, save_weights
-from vcap.common.config import build_config
 from vcap.common.registry import registry
 from vcap.processors.tokenizer import SentencePieceTokenizer
+from vcap.project import build_config
 
 CAPTIONS = ["a small red circle moves left on a black background", "a big blue square moves up on a gray background",
             "a small green triangle moves right on a white background", "a big yellow star moves down"]

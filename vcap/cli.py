@@ -7,7 +7,13 @@ import logging
 import sys
 from pathlib import Path
 
-from vcap.common.config import ConfigError, GenerateConfig, build_config
+from vcap.common.config import card_path, import_user_modules, load_yaml
+from vcap.common.registry import KINDS, registry
+from vcap.common.schema import GenerateConfig
+from vcap.common.validation import ConfigError
+
+# Each command imports the code it runs when it runs (the lines marked "on use"): `vcap --help` and
+# `vcap prepare --help` load neither torch nor transformers.
 
 log = logging.getLogger("vcap")
 
@@ -37,6 +43,8 @@ def _launch_rank() -> int:
 
 def _load(args):
     try:
+        from vcap.project import build_config  # on use
+
         return build_config(args.cfg_path, args.options)
     except (ConfigError, FileNotFoundError) as e:
         print(f"vcap: invalid config: {e}", file=sys.stderr)
@@ -46,7 +54,7 @@ def _load(args):
 def train_main(argv=None) -> dict:
     args = _parser(_prog("train.py", "train"), "Train a vcap project (plain python or torchrun).").parse_args(argv)
     cfg = _load(args)
-    from vcap.runners.build import run_training
+    from vcap.runners.build import run_training  # on use
 
     metrics = run_training(cfg)
     if _launch_rank() == 0:  # the same table evaluate.py prints
@@ -86,8 +94,8 @@ def evaluate_main(argv=None) -> dict:
     if args.results or args.gt:
         if not (args.results and args.gt) or args.cfg_path:
             p.error("--results and --gt go together, without --cfg-path")
-        from vcap.common.checkpoint import write_json
-        from vcap.evaluation.caption import score_results
+        from vcap.common.checkpoint import write_json  # on use
+        from vcap.evaluation.caption import score_results  # on use
 
         metrics = score_results(args.results, args.gt, java=not args.no_java)
         out = Path(args.out or Path(args.results).with_suffix(".metrics.json"))
@@ -98,7 +106,7 @@ def evaluate_main(argv=None) -> dict:
     if not args.cfg_path:
         p.error("give --cfg-path (evaluate a model) or --results and --gt (score a results file)")
     cfg = _load(args)
-    from vcap.runners.build import run_evaluation
+    from vcap.runners.build import run_evaluation  # on use
 
     metrics = run_evaluation(cfg)
     if _launch_rank() == 0:
@@ -114,35 +122,7 @@ def _card_line(path: Path) -> str:
     return (text[:end + 1] if end > 0 else text)[:140]
 
 
-def static_registry() -> dict:
-    """vcap's own registrations read from its source with ``ast``, without importing torch or transformers:
-    ``{kind: {name: (module file, class name, model cards or None)}}``. ``vcap list`` uses it; a test checks it
-    against the live registry."""
-    import ast
-
-    root = Path(__file__).resolve().parent
-    out: dict = {}
-    for path in sorted(root.rglob("*.py")):
-        tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.ClassDef):
-                continue
-            cards = None
-            for stmt in node.body:
-                if isinstance(stmt, ast.Assign) and any(getattr(t, "id", "") == "PRETRAINED_MODEL_CONFIG_DICT"
-                                                        for t in stmt.targets):
-                    cards = ast.literal_eval(stmt.value)
-            for dec in node.decorator_list:
-                if (isinstance(dec, ast.Call) and isinstance(dec.func, ast.Attribute)
-                        and dec.func.attr.startswith("register_") and dec.args
-                        and isinstance(dec.args[0], ast.Constant)):
-                    kind = dec.func.attr[len("register_"):]
-                    out.setdefault(kind, {})[dec.args[0].value] = (path, node.name, cards)
-    return out
-
-
 def list_main(argv=None) -> None:
-    from vcap.common.registry import KINDS
 
     plural = {k: {"lr_scheduler": "lr_schedulers"}.get(k, k + "s") for k in KINDS}
     p = argparse.ArgumentParser(prog="vcap list", description="List registered names: models with their model "
@@ -150,26 +130,16 @@ def list_main(argv=None) -> None:
     p.add_argument("kind", nargs="?", choices=list(plural.values()), help="one kind; all when omitted")
     p.add_argument("--cfg-path", help="a project: the modules its imports register are listed too")
     args = p.parse_args(argv)
-    package = Path(__file__).resolve().parent
-    table = {kind: {name: {t: package / rel for t, rel in (cards or {}).items()}
-                    for name, (_, _, cards) in entries.items()} for kind, entries in static_registry().items()}
-    own = {}
-    if args.cfg_path:  # a project's own modules are imported (and with them torch): their classes are listed too
-        from vcap.common.config import import_user_modules, load_yaml
-        from vcap.common.registry import registry
 
+    if args.cfg_path:  # a project's own modules register their classes too
         import_user_modules(load_yaml(args.cfg_path).get("imports"), args.cfg_path)
-        for kind in KINDS:
-            for name, cls in registry._maps[kind].items():
-                if name not in table.get(kind, {}):
-                    from vcap.common.config import _card_path
-
-                    cards = getattr(cls, "PRETRAINED_MODEL_CONFIG_DICT", None) or {}
-                    own.setdefault(kind, {})[name] = {t: _card_path(cls, rel) for t, rel in cards.items()}
+    table = {kind: {name: {t: card_path(cls, rel) for t, rel in
+                           (getattr(cls, "PRETRAINED_MODEL_CONFIG_DICT", None) or {}).items()}
+                    for name, cls in registry.items(kind).items()} for kind in KINDS}
     for kind, name in plural.items():
         if args.kind not in (None, name):
             continue
-        names = {**table.get(kind, {}), **own.get(kind, {})}
+        names = table.get(kind, {})
         if kind != "model":
             print(f"{name}: {', '.join(sorted(names)) or '(none)'}")
             continue
@@ -189,7 +159,6 @@ def check_main(argv=None) -> int:
                 "Exit status 0 when all is well, 2 otherwise.")
     args = p.parse_args(argv)
     cfg = _load(args)  # the schema and the frame sizes; exits 2 naming every problem
-    from vcap.common.registry import registry
 
     problems = 0
     for name, section in cfg.datasets.items():
@@ -241,7 +210,7 @@ def prepare_main(argv=None) -> dict:
     p.add_argument("--out", required=True, help="output folder, e.g. data/msrvtt (the cards' default)")
     p.add_argument("--videos", help="video (or image) folder, searched recursively; default: --raw")
     args = p.parse_args(argv)
-    from vcap.datasets.prepare import prepare
+    from vcap.datasets.prepare import prepare  # on use
 
     try:
         return prepare(args.dataset, args.raw, args.out, args.videos)
@@ -253,7 +222,6 @@ def prepare_main(argv=None) -> dict:
 def _split_builder(prog: str, cfg, dataset: str | None, split: str):
     """(name, builder) of the project's dataset ``dataset`` (its only one by default), data prepared,
     after checking it has ``split``."""
-    from vcap.common.registry import registry
 
     names = list(cfg.datasets)
     name = dataset or (names[0] if len(names) == 1 else None)
@@ -269,8 +237,8 @@ def _split_builder(prog: str, cfg, dataset: str | None, split: str):
 
 
 def shard_main(argv=None) -> Path:
-    from vcap.datasets.datasets.base import load_annotations
-    from vcap.datasets.shards import write_shards
+    from vcap.datasets.datasets.base import load_annotations  # on use
+    from vcap.datasets.shards import write_shards  # on use
 
     p = _parser("vcap shard", "Write a dataset split as WebDataset tar shards (video bytes + captions).")
     p.add_argument("--split", default="train")
@@ -310,7 +278,7 @@ def _inference_parser(prog: str, description: str) -> argparse.ArgumentParser:
 def _inference(prog: str, needs: str, what: str, args=None, cfg=None, dataset: str | None = None):
     """``build_inference`` from ``args.model`` (a checkpoint alone), ``args.cfg_path`` or a built ``cfg``,
     exiting 2 with the reason when it cannot be built or the model is not a ``what``."""
-    from vcap.models.load import build_inference
+    from vcap.inference import build_inference  # on use
 
     if cfg is None and bool(args.model) == bool(args.cfg_path):
         print(f"{prog}: give --model <checkpoint> or --cfg-path <project> (one of them)", file=sys.stderr)
@@ -329,7 +297,7 @@ def _inference(prog: str, needs: str, what: str, args=None, cfg=None, dataset: s
 
 def retrieve_main(argv=None) -> list[dict]:
     """Embed a folder of videos once (cached), then answer text queries with the top-k videos."""
-    from vcap.tasks.retrieval import embed_folder, rank_videos
+    from vcap.tasks.retrieval import embed_folder, rank_videos  # on use
 
     p = _inference_parser("vcap retrieve", "Text-to-video search over a folder with a retrieval model: "
                           "--model output/run/checkpoints/best.safetensors (or --cfg-path P --options model.checkpoint=...)")
@@ -361,8 +329,8 @@ def retrieve_main(argv=None) -> list[dict]:
 
 def extract_features_main(argv=None) -> dict:
     """Run a model's frozen encoder once over a split; training then reads ``datasets.<name>.features``."""
-    from vcap.datasets.datasets.base import CaptionEvalDataset, load_annotations
-    from vcap.datasets.features import extract_features
+    from vcap.datasets.datasets.base import CaptionEvalDataset, load_annotations  # on use
+    from vcap.datasets.features import extract_features  # on use
 
     p = _parser("vcap extract-features", "Cache a model's frozen encoder features of a split (CLIPCap-style "
                 "training without video).")
@@ -389,7 +357,7 @@ def caption_main(argv=None) -> list[dict]:
     """Caption video files with a trained captioner (the project's evaluation processor and decoding)."""
     import torch
 
-    from vcap.datasets.video import VideoDecodeError
+    from vcap.processors.video_io import VideoDecodeError  # on use
 
     p = _inference_parser("vcap caption", "Caption video (or image) files with a trained captioner: --model "
                           "output/run/checkpoints/best.safetensors (or --cfg-path P --options model.checkpoint=...). "
@@ -443,7 +411,7 @@ def report_main(argv=None) -> Path:
     p.add_argument("--dataset", help="in a run of several datasets, which one's split")
     p.add_argument("--workers", type=int, default=None, help="processes decoding thumbnails (default: the cores)")
     args = p.parse_args(argv)
-    from vcap.report import write_report
+    from vcap.report import write_report  # on use
 
     try:
         path = write_report(args.output_dir, args.split, args.dataset, args.workers)

@@ -20,6 +20,14 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from vcap.common.registry import registry
+from vcap.common.schema import run_config
+from vcap.datasets.synthetic import attribute_accuracy
+from vcap.evaluation.caption import python_tokenize
+from vcap.evaluation.cider import CiderD
+
 log = logging.getLogger(__name__)
 THUMB_HEIGHT = 72
 
@@ -28,15 +36,13 @@ THUMB_HEIGHT = 72
 def _split_records(cfg, split: str, dataset: str | None = None) -> tuple[dict, object, Path, str]:
     """(records by video id, the eval processor, the video root, the dataset's name) of the project's
     dataset that has ``split`` (``dataset``, or the first that has it)."""
-    from vcap.common.registry import registry
-
     for name, section in cfg.datasets.items():
         if dataset is not None and name != dataset:
             continue
         builder = registry.get_builder_class(name)(section, name)
         if split not in builder.splits():
             continue
-        datasets = builder.build_datasets(seed=int(cfg.run.get("seed", 42)))
+        datasets = builder.build_datasets(seed=run_config(cfg).seed)
         ds = datasets[split]
         return {r["video_id"]: r for r in ds.records}, ds.vis_processor, ds.video_root, name
     raise ValueError(f"no dataset of this run has a {split!r} split")
@@ -84,15 +90,29 @@ def write_thumbnails(records: dict, processor, video_root: Path, folder: Path, w
             for vid, job in zip(records, jobs)}
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: the report's plots are an optional extra (``pip install vcap[report]``)."""
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError("the report's plots need matplotlib: pip install -e \".[report]\" (or pip install "
+                          "matplotlib)") from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _curves(output_dir: Path, folder: Path, monitor: str | None) -> list[str]:
     """PNG plots of the training loss, the learning rate and the validation metrics from log.jsonl."""
     path = output_dir / "log.jsonl"
     if not path.is_file():
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    try:
+        plt = pyplot()
+    except ImportError as e:
+        log.warning("report without curves: %s", e)
+        return []
 
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     series: dict[str, list] = {}
@@ -212,15 +232,10 @@ def _page(title, subtitle, metrics, extra, curves, rows_title, columns, rows, so
 
 
 def _caption_rows(results: list, records: dict, thumbs: dict) -> list[dict]:
-    from vcap.evaluation.caption import python_tokenize
-    from vcap.evaluation.cider import CiderD
-
     refs = {r["video_id"]: [python_tokenize(c) for c in r["references"]] for r in results}
     scores = CiderD(refs).score([python_tokenize(r["prediction"]) for r in results], [r["video_id"] for r in results])
     attrs = None
     if all("attributes" in records.get(r["video_id"], {}) for r in results):
-        from vcap.datasets.synthetic import attribute_accuracy
-
         attrs = {r["video_id"]: {a[5:]: v == 100.0 for a, v in attribute_accuracy(
             {r["video_id"]: r["prediction"]}, {r["video_id"]: records[r["video_id"]]["attributes"]}).items()
             if a != "attr_direction_sign"} for r in results}
@@ -240,10 +255,6 @@ def write_report(output_dir: str | os.PathLike, split: str = "test", dataset: st
     """Write ``output_dir/report/index.html`` (and ``report/<split>/`` thumbnails) for ``split``; in a run of
     several datasets, ``report/<dataset>_<split>.html`` for ``dataset``'s split, and an index.html of links.
     ``data``: the split's dataset when the caller has it (a run: building it again would be a collective)."""
-    from omegaconf import OmegaConf
-
-    import vcap  # noqa: F401  (registers the builders)
-
     output_dir = Path(output_dir)
     several = dataset is not None
     tag = f"{dataset}_{split}" if several else split
@@ -292,10 +303,7 @@ def write_report(output_dir: str | os.PathLike, split: str = "test", dataset: st
 
 
 def _retrieval_page(title, subtitle, metrics, curves, results, thumbs, report: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ranks = [r["rank"] for r in results if "rank" in r]
     extra = ""

@@ -66,7 +66,7 @@ def write_inputs(root: Path) -> dict:
     """The parity videos, one image and one frame for the augmentations, under ``root``."""
     from PIL import Image
 
-    from vcap.datasets.video import write_video
+    from vcap.processors.video_io import write_video
 
     root.mkdir(parents=True, exist_ok=True)
     videos = {}
@@ -85,7 +85,7 @@ def normalised(frames_uint8: torch.Tensor) -> torch.Tensor:
 
 def vcap_outputs(plan: dict, backend: str = "pyav", only_augment: bool = False) -> tuple[dict, dict]:
     """vcap's processors on the same inputs: uint8 frames (T, C, H, W) and the frame indices they read."""
-    from vcap.datasets import video as video_mod
+    from vcap.processors import video_io as video_mod
     from vcap.processors.randaugment import OPS
     from vcap.processors.reference_processors import (AlproVideoEvalProcessor, CLIP4ClipVideoProcessor,
                                                       CLIPImageProcessor)

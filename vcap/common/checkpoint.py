@@ -14,6 +14,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from vcap.common.weights import load_state
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -62,8 +64,6 @@ def read_metadata(path: str | os.PathLike) -> dict:
 def load_weights(model: torch.nn.Module, path: str | os.PathLike, key: str = "model.checkpoint"):
     """Load a vcap checkpoint into ``model`` under the one loading policy (``vcap.common.weights.load_state``:
     strict by default); keys the checkpoint deliberately left out (frozen pretrained weights) are exempt."""
-    from vcap.common.weights import load_state
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{key} {str(path)!r} does not exist")

@@ -12,9 +12,16 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
-                                                     set_model_state_dict, set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 from torch.distributed.fsdp import FSDPModule, fully_shard
+
+from vcap.common import dist
 
 
 def shard_model(model: torch.nn.Module, layer_classes: tuple[str, ...], device: torch.device) -> int:
@@ -24,8 +31,6 @@ def shard_model(model: torch.nn.Module, layer_classes: tuple[str, ...], device: 
     Rank 0's weights are what every rank trains from, as with DDP: the other ranks may have built the
     model on the meta device (``run.fsdp`` never materialises it on more than one rank, as torchtune does),
     or may hold weights of their own; either way each receives its slice of rank 0's weights here."""
-    from vcap.common import dist
-
     full = dict(model.state_dict()) if dist.get_rank() == 0 else {}  # rank 0's full weights, kept to send
     layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
     for m in reversed(layers):  # inner modules first, as fully_shard requires

@@ -7,6 +7,7 @@ holds classes only: no paths, no run state.
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Callable, TypeVar
 
 T = TypeVar("T", bound=type)
@@ -19,27 +20,26 @@ def qualified_name(obj) -> str:
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
-# what registers vcap's own classes: imported on the first lookup, so that `vcap --help` and the config
-# code need neither torch nor transformers
-BUILTIN_MODULES = ("vcap.datasets.builders", "vcap.models", "vcap.processors", "vcap.tasks", "vcap.runners",
-                   "vcap.common.optim")
-
-
 class Registry:
-    _builtins_loaded = False
+    def __init__(self) -> None:
+        self._maps: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
+        self._builtins: tuple[str, ...] = ()
+        self._builtins_loaded = False
+
+    def add_builtins(self, *modules: str) -> None:
+        """Modules (by name) that register a package's own classes, imported on the first lookup: the package says
+        which (``vcap/__init__.py``), so that the registry knows no component and ``vcap --help`` imports neither
+        torch nor transformers."""
+        self._builtins += modules
+        self._builtins_loaded = False
 
     def ensure_builtins(self) -> None:
-        """Import vcap's built-in models, builders, processors, tasks, runners and schedulers (once)."""
+        """Import the modules ``add_builtins`` named (once)."""
         if self._builtins_loaded:
             return
         self._builtins_loaded = True
-        import importlib
-
-        for module in BUILTIN_MODULES:
+        for module in self._builtins:
             importlib.import_module(module)
-
-    def __init__(self) -> None:
-        self._maps: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
 
     # -- registration -------------------------------------------------------------------------
     def _register(self, kind: str, name: str) -> Callable[[T], T]:
@@ -116,23 +116,10 @@ class Registry:
         self.ensure_builtins()
         return sorted(self._maps[kind])
 
-    def list_models(self) -> list[str]:
-        return self.list("model")
-
-    def list_builders(self) -> list[str]:
-        return self.list("builder")
-
-    def list_processors(self) -> list[str]:
-        return self.list("processor")
-
-    def list_tasks(self) -> list[str]:
-        return self.list("task")
-
-    def list_runners(self) -> list[str]:
-        return self.list("runner")
-
-    def list_lr_schedulers(self) -> list[str]:
-        return self.list("lr_scheduler")
+    def items(self, kind: str) -> dict[str, type]:
+        """``{name: class}`` of one kind."""
+        self.ensure_builtins()
+        return dict(self._maps[kind])
 
     def unregister(self, kind: str, name: str) -> None:
         """Remove a name (for tests that register throwaway classes)."""

@@ -18,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from vcap.common.fsdp import is_sharded, load_full_state_dict
+
 log = logging.getLogger(__name__)
 
 
@@ -194,7 +196,6 @@ def load_state(module: torch.nn.Module, sd: dict[str, torch.Tensor], source: str
                         f"{key.split('.')[-1]}: false loads it all the same)")
     if problems:
         raise ValueError(f"{key} {source!r} does not match the model: " + "; ".join(problems))
-    from vcap.common.fsdp import is_sharded, load_full_state_dict
 
     with torch.no_grad():
         if is_sharded(module):

@@ -1,1 +1,1 @@
-# the builders register on the registry's first lookup (vcap.common.registry.BUILTIN_MODULES)
+# the builders register on the registry's first lookup (registry.add_builtins in vcap/__init__.py)

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import torch
 
+from vcap.common.checkpoint import write_json
+from vcap.datasets.datasets.base import collate
+
 
 class FeatureStore:
     """Read access to a feature cache directory (shards are opened lazily, per process)."""
@@ -54,9 +57,6 @@ def extract_features(model, dataset, out: str | os.PathLike, split: str, signatu
                      shard_size: int = 1000) -> dict:
     """Embed every video of ``dataset`` (an evaluation dataset) with ``model.frame_features``."""
     from safetensors.torch import save_file
-
-    from vcap.common.checkpoint import write_json
-    from vcap.datasets.datasets.base import collate
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

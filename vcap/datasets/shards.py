@@ -31,9 +31,9 @@ from typing import Literal
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vcap.common.checkpoint import write_json
-from vcap.datasets.datasets.base import collate, item_seed
-from vcap.datasets.prepare.common import VIDEO_EXTENSIONS
-from vcap.datasets.video import VideoBytes, VideoDecodeError
+from vcap.common.seed import derive_seed, item_seed
+from vcap.datasets.datasets.base import collate
+from vcap.processors.video_io import VIDEO_EXTENSIONS, VideoBytes, VideoDecodeError
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class ShardTrainDataset(IterableDataset):
     # -- the epoch plan --------------------------------------------------------------------------
     def _shard_order(self) -> list[int]:
         order = list(range(len(self.index["shards"])))
-        random.Random(f"{self.seed}-{self.epoch}").shuffle(order)
+        random.Random(derive_seed(self.seed, "shards", self.epoch)).shuffle(order)
         return order
 
     def _items_per_shard(self, shard: dict) -> int:
@@ -232,7 +232,7 @@ class ShardTrainDataset(IterableDataset):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
         start, end = self.worker_range(worker, num_workers)
-        rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{worker}")
+        rng = random.Random(derive_seed(self.seed, self.epoch, self.rank, worker))
         buffer, batch, bad, good = [], [], [], []
         pending = 0  # failed items owed a substitute: an earlier good item again, so batches stay whole
 

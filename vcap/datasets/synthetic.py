@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vcap.datasets import video
+from vcap.processors import video_io as video
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,16 @@
 """Model base: construction from a config section whose keys are the constructor's arguments."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vcap.common.checkpoint import load_weights
+from vcap.common.schema import MODEL_RESERVED_KEYS
+from vcap.common.validation import signature_keys
 from vcap.common.weights import strict_weights
-from vcap.common.config import MODEL_RESERVED_KEYS, signature_keys
 from vcap.processors.tokenizer import TRAINED_TOKENIZERS, pad_rows
 
 
@@ -28,6 +31,62 @@ class BaseModel(torch.nn.Module):
 
     PRETRAINED_MODEL_CONFIG_DICT: dict[str, str] = {}
     DEFAULT_MODEL_TYPE = "tiny"
+    # where the model section says the frame size (``input_size``): the key of its vision config (a BLIP-2 / CLIP /
+    # X-CLIP config with ``vision_config``, or a vision config itself), and the key of a pretrained directory whose
+    # config.json says it
+    VISION_CONFIG_KEY: str | None = None
+    PRETRAINED_KEY: str | None = "pretrained"
+    RAW_FRAMES = False  # True: the model's own processor normalises, so it takes uint8 frames
+
+    # -- what the model needs from a project (asked by vcap.project.build_config) ----------------
+    @classmethod
+    def input_size(cls, section: DictConfig) -> tuple[int | None, str]:
+        """(the frame size the vision tower takes, the key that says so), or (None, "") when only its weights
+        know (a hub id): read from the vision config (transformers' default 224 when it names none) or the
+        config.json of a pretrained directory, as timm keeps input size as pretrained-cfg data."""
+        config = section.get(cls.VISION_CONFIG_KEY) if cls.VISION_CONFIG_KEY else None
+        if config is not None:
+            key = cls.VISION_CONFIG_KEY
+            if "vision_config" in config:
+                return int((config.vision_config or {}).get("image_size", 224)), f"model.{key}.vision_config.image_size"
+            return int(config.get("image_size", 224)), f"model.{key}.image_size"
+        return cls._pretrained_input_size(section, cls.PRETRAINED_KEY)
+
+    @staticmethod
+    def _pretrained_input_size(section: DictConfig, key: str | None) -> tuple[int | None, str]:
+        spec = section.get(key) if key else None
+        path = Path(str(spec)) / "config.json" if spec else None
+        if path is not None and path.is_file():
+            cfg = json.loads(path.read_text())
+            size = (cfg.get("vision_config") or {}).get("image_size", cfg.get("image_size"))
+            if size:
+                return int(size), f"model.{key} ({path})"
+        return None, ""
+
+    @classmethod
+    def check_processors(cls, cfg: DictConfig) -> list[str]:
+        """The datasets' frame processors against what the model takes. A ``RAW_FRAMES`` model gets uint8 frames:
+        the processors' ``normalize`` is turned off, and a project that turns it on is told why it cannot."""
+        if not cls.RAW_FRAMES:
+            return []
+        problems = []
+        for name, section in cfg.datasets.items():
+            for split, proc in (section.get("vis_processor") or {}).items():
+                if proc is not None and proc.get("normalize") is True:
+                    problems.append(f"datasets.{name}.vis_processor.{split}.normalize: true, but {cfg.model.arch} "
+                                    f"normalises frames with its own processor; expected false (or unset)")
+                elif proc is not None:
+                    proc.normalize = False
+        return problems
+
+    @classmethod
+    def check_run(cls, cfg: DictConfig, run) -> list[str]:
+        """The run section (a ``RunConfig``) against the model: what the runner would otherwise find only once it
+        runs."""
+        if run.cache_vit_features:
+            return [f"run.cache_vit_features: model.arch {cfg.model.arch!r} has no ViT feature cache (BLIP-2 "
+                    f"captioners have one; CLIP-feature models use `vcap extract-features` instead)"]
+        return []
 
     @classmethod
     def config_keys(cls) -> list[str]:

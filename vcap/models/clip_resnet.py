@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vcap.common.weights import load_state, read_state_dict
+
 # OpenAI's released towers (clip/model.py build_model, read off each checkpoint's visual.* shapes)
 OPENAI_RESNETS = {
     "RN50": dict(layers=(3, 4, 6, 3), width=64, output_dim=1024, image_size=224),
@@ -83,8 +85,6 @@ def _weights_file(source: str) -> Path:
 def load_clip_resnet(tower: CLIPResNet, source: str):
     """Weights in OpenAI's layout (``visual.conv1.weight`` ...: ``RN50x4.pt``, open_clip files) or timm's
     (``stem.conv1.conv.weight`` ...) into ``tower``; every tower weight must be there, with its shape."""
-    from vcap.common.weights import load_state, read_state_dict
-
     path = _weights_file(source)
     return load_state(tower.net, read_state_dict(path), str(path), "model.clip_pretrained", filter_fn=_resnet_filter)
 

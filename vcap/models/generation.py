@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from vcap.common.config import GenerateConfig
+from vcap.common.schema import GenerateConfig
 
 GENERATE_KEYS = tuple(f.name for f in dataclasses.fields(GenerateConfig))
 RENAMED = {"max_new_tokens": "max_len", "min_new_tokens": "min_len", "do_sample": "use_nucleus_sampling",
@@ -164,8 +164,14 @@ class _Hypotheses:
 def _processors(gen: GenerateConfig, eos: int, sample: bool, top_k: int | None):
     """4.26's logits processors (repetition penalty, min length over every id so far) and, for sampling, its
     warpers in its order: temperature, top-k, top-p."""
-    from transformers import (LogitsProcessorList, MinLengthLogitsProcessor, RepetitionPenaltyLogitsProcessor,
-                              TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+    from transformers import (
+        LogitsProcessorList,
+        MinLengthLogitsProcessor,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     procs = LogitsProcessorList()
     if gen.repetition_penalty != 1.0:

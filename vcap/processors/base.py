@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from vcap.common.config import ConfigError, check_arguments, did_you_mean, signature_keys
 from vcap.common.registry import registry
+from vcap.common.validation import ConfigError, check_arguments, did_you_mean, signature_keys
 
 
 class BaseProcessor:

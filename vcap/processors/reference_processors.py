@@ -21,8 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from vcap.common.registry import registry
@@ -34,7 +33,7 @@ from vcap.processors.video_processors import CLIP_MEAN, CLIP_STD, VideoEvalProce
 class AlproVideoEvalProcessor(_VideoProcessor):
     """LAVIS's ``alpro_video_eval`` (lavis/processors/alpro_processors.py, lavis/datasets/data_utils.py
     ``load_video``): ``n_frms`` frames at the starts of equal segments, each decoded straight to ``image_size`` x
-    ``image_size`` (squashed, as decord 0.6.0 scales: ``vcap.datasets.video.Scale``), scaled to [0, 1] and
+    ``image_size`` (squashed, as decord 0.6.0 scales: ``vcap.processors.video_io.Scale``), scaled to [0, 1] and
     normalised with ``mean`` / ``std`` (CLIP's when unset).
 
     Args:

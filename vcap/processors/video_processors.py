@@ -10,15 +10,15 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
 from vcap.common.registry import registry
-from vcap.datasets.video import DecodedVideo, Sampling, read_frames, sample_clip
 from vcap.processors.base import BaseProcessor
+from vcap.processors.video_io import DecodedVideo, Sampling, read_frames, sample_clip
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class _VideoProcessor(BaseProcessor):
-    """Frame sampling settings (see ``vcap.datasets.video.read_frames``) and the shared transforms.
+    """Frame sampling settings (see ``vcap.processors.video_io.read_frames``) and the shared transforms.
 
     ``decode_scale``: frames are downscaled while decoding so their shorter side is at most
     ``decode_scale * image_size`` (large videos never reach memory at full size); 0 turns it off.

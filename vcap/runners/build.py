@@ -6,7 +6,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from vcap.common.config import build_config, run_config
+from vcap.common import dist
+from vcap.common.logger import setup_logging
+from vcap.common.registry import registry
+from vcap.common.schema import run_config
+from vcap.common.seed import set_seed
+from vcap.project import build_config
+from vcap.runners.runner_base import configure_threads
 
 log = logging.getLogger("vcap")
 
@@ -24,10 +30,6 @@ def build_runner(cfg):
 
     import torch
 
-    from vcap.common import dist
-    from vcap.common.logger import setup_logging
-    from vcap.common.registry import registry
-    from vcap.runners.runner_base import configure_threads, set_seed
 
     run = run_config(cfg)
     device = dist.init_distributed(run.dist_backend, run.device)

@@ -3,132 +3,47 @@ checkpoint by ``run.monitor``; the test split is evaluated with the best weights
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
 import os
-import random
 import signal
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from vcap.common import dist
 from vcap.common.checkpoint import load_weights, save_weights, write_json
-from vcap.common.config import run_config
-from vcap.common.fsdp import (full_state_dict, gathered, is_meta, is_sharded, load_optimizer_state,
-                              optimizer_state, set_gradient_sync, shard_model)
+from vcap.common.fsdp import (
+    full_state_dict,
+    gathered,
+    is_meta,
+    is_sharded,
+    load_optimizer_state,
+    optimizer_state,
+    set_gradient_sync,
+    shard_model,
+)
 from vcap.common.logger import MetricWriter
 from vcap.common.optim import param_groups
 from vcap.common.registry import registry
+from vcap.common.schema import run_config
 from vcap.common.train_state import read_state, resolve_resume, rng_state, set_rng_state, write_checkpoint
-from vcap.datasets.datasets.base import collate
+from vcap.datasets.bad_samples import BadSamples
+from vcap.datasets.loaders import TrainLoader, build_train_loader, eval_loader
+from vcap.inference import checkpoint_metadata
+from vcap.report import write_report
 
 log = logging.getLogger(__name__)
 
 
-class ShardSampler(Sampler):
-    """Evaluation sampler: rank r takes items r, r+W, ... with no padding (results are gathered by id)."""
-
-    def __init__(self, n: int):
-        self.indices = list(range(dist.get_rank(), n, dist.get_world_size()))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-class ResumableSampler(DistributedSampler):
-    """DistributedSampler that can start an epoch after the batches a resumed run already trained on.
-    ``start`` holds until the next ``set_epoch`` (the DataLoader reads the sampler lazily, at its first batch)."""
-
-    start = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self.start = 0
-
-    def __iter__(self):
-        return iter(list(super().__iter__())[self.start:])
-
-    def __len__(self) -> int:
-        return self.num_samples - self.start
-
-
 class PreemptedError(SystemExit):
     """SIGTERM/SIGINT: the step finished, the training state was saved, the run stops (exit status 143)."""
-
-
-class BadSampleError(RuntimeError):
-    """Too many samples failed to decode: the data, not the model, needs attention."""
-
-
-class BadSamples:
-    """Decode failures met while loading batches; reported per epoch and split."""
-
-    def __init__(self, output_dir: Path, max_ratio: float):
-        self.path, self.max_ratio = Path(output_dir) / "bad_samples.jsonl", max_ratio
-        self.items, self.bad, self.videos = 0, [], set()
-        self.pending: BadSampleError | None = None
-
-    def take(self, batch: dict) -> dict:
-        """Record ``batch``'s failures and size; return the batch without them."""
-        self.bad.extend(batch.pop("bad_samples", []))
-        self.items += len(batch["index"])
-        self.videos.update(map(str, batch.get("video_id", [])))
-        return batch
-
-    def tracked(self, loader):
-        for batch in loader:
-            yield self.take(batch)
-
-    def report(self, epoch: int, split: str, defer: bool = False) -> None:
-        """Write this period's failures of every rank, and stop if their share is too high: the share of
-        videos (a bad video counts once, however many caption rows use it). ``defer``: keep the error for
-        ``raise_pending`` (training raises it after the epoch's checkpoint is saved)."""
-        parts = dist.all_gather_object((self.items, self.bad, sorted(self.videos)))
-        self.items, self.bad, self.videos = 0, [], set()
-        items = sum(n for n, _, _ in parts)
-        bad = [b for _, part, _ in parts for b in part]
-        if not bad:
-            return
-        if dist.is_main_process():
-            with open(self.path, "a") as f:
-                for b in bad:
-                    f.write(json.dumps({"epoch": epoch, "split": split, **b}) + "\n")
-        bad_videos = {b["path"]: b for b in bad}
-        videos = len({v for _, _, part in parts for v in part} | {str(b.get("video_id")) for b in bad}) or items
-        missing = sum(b["reason"] == "file does not exist" for b in bad_videos.values())
-        what = " and ".join(x for x in (f"{missing} do not exist" if missing else "",
-                                        f"{len(bad_videos) - missing} failed to decode"
-                                        if len(bad_videos) > missing else "") if x)
-        ratio = len(bad_videos) / max(1, videos)
-        log.warning("%s (epoch %d): %d of %d videos could not be loaded (%s); listed in %s", split, epoch,
-                    len(bad_videos), videos, what, self.path)
-        if ratio > self.max_ratio:
-            first = next(iter(bad_videos.values()))
-            error = BadSampleError(
-                f"{split} (epoch {epoch}): {len(bad_videos)} of {videos} videos ({ratio:.1%}) could not be loaded "
-                f"({what}), more than run.max_bad_sample_ratio={self.max_ratio}; first: {first['path']}: "
-                f"{first['reason']}. All are listed in {self.path}")
-            if not defer:
-                raise error
-            self.pending = error
-
-    def raise_pending(self) -> None:
-        if self.pending is not None:
-            error, self.pending = self.pending, None
-            raise error
 
 
 def config_summary(cfg) -> str:
@@ -140,12 +55,6 @@ def config_summary(cfg) -> str:
     return (f"{r.task}: {m.arch}/{m.get('model_type', '')} on {', '.join(cfg.datasets)}; {length}, batch "
             f"{r.batch_size_train} per rank, lr {r.init_lr}, {r.num_workers} workers; monitor {r.monitor}; "
             f"output {r.output_dir}")
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 @registry.register_runner("runner_iter")  # LAVIS's name for training in inner epochs of iters_per_inner_epoch steps
@@ -186,42 +95,30 @@ class RunnerBase:
     def split_datasets(self, split: str) -> dict:
         return {name: splits[split] for name, splits in self.datasets.items() if split in splits}
 
-    def train_loader(self) -> DataLoader:
+    def train_loader(self) -> TrainLoader:
+        by_name = {name: [splits[s] for s in self.run.train_splits if s in splits]
+                   for name, splits in self.datasets.items()}
         parts = [ds for split in self.run.train_splits for ds in self.split_datasets(split).values()]
         if not parts:
             raise ValueError(f"no dataset has the train splits {self.run.train_splits}")
-        self.train_parts = parts
-        if self.run.train_dataset_ratios:  # LAVIS's MultiIterLoader: each batch from one dataset, by weight
-            from vcap.runners.mixing import MixedTrainLoader
+        r = self.run
+        return build_train_loader(parts, by_name, r.train_dataset_ratios, r.iters_per_inner_epoch, r.batch_size_train,
+                                  r.accum_grad_iters, r.num_workers, r.seed, self.device.type == "cuda")
 
-            by_name = {name: [splits[s] for s in self.run.train_splits if s in splits]
-                       for name, splits in self.datasets.items()}
-            return MixedTrainLoader(by_name, dict(self.run.train_dataset_ratios),
-                                    self.run.iters_per_inner_epoch * self.run.accum_grad_iters,
-                                    self.run.batch_size_train, self.run.num_workers, dist.get_rank(),
-                                    dist.get_world_size(), self.run.seed, self.device.type == "cuda")
-        streamed = [p for p in parts if hasattr(p, "make_loader")]
-        if streamed:  # WebDataset shards: the dataset plans equal batches per rank itself
-            if len(parts) > 1:
-                raise ValueError("a train split streamed from shards cannot be combined with other train datasets")
-            return streamed[0].make_loader(self.run.batch_size_train, self.run.num_workers, dist.get_rank(),
-                                           dist.get_world_size(), self.device.type == "cuda")
-        data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
-        # drop_last everywhere: every rank runs the same number of steps and every batch is full
-        sampler = ResumableSampler(data, num_replicas=dist.get_world_size(), rank=dist.get_rank(),
-                                     shuffle=True, seed=self.run.seed, drop_last=True)
-        return DataLoader(data, batch_size=self.run.batch_size_train, sampler=sampler, drop_last=True,
-                          num_workers=self.run.num_workers, pin_memory=self.device.type == "cuda", collate_fn=collate)
+    def shard(self) -> None:
+        """``run.fsdp``: the model's layers sharded over the ranks (before the optimizer, which must hold the sharded
+        parameters)."""
+        if self.run.fsdp and dist.is_dist():
+            n = shard_model(self.model, getattr(self.model, "FSDP_LAYERS", ()), self.device)
+            log.info("FSDP: %d layers sharded over %d ranks", n, dist.get_world_size())
 
-    def eval_loader(self, dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.run.batch_size_eval, sampler=ShardSampler(len(dataset)),
-                          num_workers=self.run.num_workers, collate_fn=collate)
+    def wrap_ddp(self) -> None:
+        """An unsharded model on several ranks trains through DDP."""
+        if dist.is_dist() and not is_sharded(self.model):
+            self.ddp = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def setup_optimization(self, steps_per_epoch: int) -> None:
         r = self.run
-        if r.fsdp and dist.is_dist():  # before the optimizer: it must hold the sharded parameters
-            n = shard_model(self.model, getattr(self.model, "FSDP_LAYERS", ()), self.device)
-            log.info("FSDP: %d layers sharded over %d ranks", n, dist.get_world_size())
         total = r.max_iters if r.max_iters else r.max_epoch * steps_per_epoch
         lr_scales = getattr(self.model, "lr_scales", lambda: {})()
         self.optimizer = torch.optim.AdamW(param_groups(self.model, r.weight_decay, lr_scales), lr=r.init_lr,
@@ -232,8 +129,6 @@ class RunnerBase:
             warmup_lr=r.warmup_lr, steps_per_epoch=steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.total_steps = total
-        if dist.is_dist() and not is_sharded(self.model):
-            self.ddp = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -246,25 +141,29 @@ class RunnerBase:
         loader = self.train_loader()
         steps_per_epoch = len(loader) // self.run.accum_grad_iters
         if steps_per_epoch == 0:
-            raise ValueError(f"the train split has {len(loader.dataset)} items: fewer than one batch of "
+            raise ValueError(f"the train split has {loader.num_items()} items: fewer than one batch of "
                              f"{self.run.batch_size_train} x {dist.get_world_size()} ranks x "
                              f"{self.run.accum_grad_iters} accumulation steps")
+        self.shard()
         self.setup_optimization(steps_per_epoch)
+        self.wrap_ddp()
         max_epoch = math.ceil(self.run.max_iters / steps_per_epoch) if self.run.max_iters else self.run.max_epoch
-        start_epoch, skip, rng = 0, 0, None
         resume = resolve_resume(self.run.resume, self.ckpt_dir)
+        rng = None
         if resume is not None:
-            start_epoch, skip, rng = self.load_training_state(resume)
+            position, rng = self.load_training_state(resume)
+            loader.load_state_dict(position)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            for epoch in range(start_epoch, max_epoch):
+            for epoch in range(loader.epoch, max_epoch):
                 if self.step >= self.total_steps:
                     break
                 self.epoch = epoch
-                self.train_epoch(loader, epoch, skip=skip, rng=rng)
-                skip, rng = 0, None
+                self.train_epoch(loader, rng)
+                rng = None
                 self.end_epoch(epoch, last=epoch == max_epoch - 1 or self.step >= self.total_steps)
                 self.bad_samples.raise_pending()
+                loader.set_epoch(epoch + 1)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -294,38 +193,22 @@ class RunnerBase:
             if improved or score is None:  # without run.monitor the last evaluation is kept
                 self.metrics["val"] = next(iter(val.values())) if len(val) == 1 else val
             self.writer.write(self.step, {"epoch": epoch, "best": self.best}, prefix="val/")
-        self.save_training_state(epoch + 1, 0)
+        self.save_training_state({"epoch": epoch + 1, "batch": 0, "seed": None})
 
     def _on_signal(self, signum, frame) -> None:
         if self.stop_signal is None:
             log.warning("received %s: finishing this step, then saving a checkpoint", signal.Signals(signum).name)
         self.stop_signal = signum
 
-    def train_epoch(self, loader: DataLoader, epoch: int, skip: int = 0, rng: list | None = None) -> None:
-        """One epoch from its ``skip``-th batch (a resumed run) with the RNG states ``rng`` of each rank."""
+    def train_epoch(self, loader: TrainLoader, rng: list | None = None) -> None:
+        """One epoch from the loader's position (a resumed run's, else the epoch's first batch); ``rng``: each rank's
+        RNG states, restored first, where a resumed run saved them."""
         model = self.ddp or self.model
         model.train()
-        mixed = hasattr(loader, "start")  # datasets mixed by ratio: the loader places each dataset itself
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(epoch)
-        if mixed:
-            loader.start(epoch, skip)
-        else:
-            for part in self.train_parts:
-                part.set_epoch(epoch)
+        epoch, skip = loader.epoch, loader.batch
         accum = self.run.accum_grad_iters
-        full = len(loader)
-        usable = (full // accum) * accum  # never leave a half-accumulated step behind
-        resumable = mixed or isinstance(loader.sampler, ResumableSampler)
-        if resumable and not mixed:
-            loader.sampler.start = skip * self.run.batch_size_train
-        if rng is not None and skip == 0:  # saved at an epoch's end: before this epoch's loader drew its seed
-            set_rng_state(rng[dist.get_rank()])
-        it = iter(loader)
-        if not resumable:  # a streamed loader: run through the batches already trained on
-            for _ in range(skip):
-                next(it)
-        if rng is not None and skip > 0:  # saved mid-epoch: after the loader drew its seed
+        usable = (len(loader) // accum) * accum  # never leave a half-accumulated step behind
+        if rng is not None:
             set_rng_state(rng[dist.get_rank()])
         # a progress bar on a terminal; into a log file (stderr not a terminal) a line every run.log_freq steps
         # instead of tqdm's carriage-return stream
@@ -334,7 +217,7 @@ class RunnerBase:
         t0, first_step = time.time(), self.step
         trace = self.trace_file(epoch, append=skip > 0)
         window = None  # (summed loss, non-finite micro-batches) of the accumulation window, on the device
-        for i, batch in enumerate(it, start=skip):
+        for i, batch in enumerate(loader, start=skip):
             if i >= usable or self.step >= self.total_steps:
                 break
             batch = self.bad_samples.take(batch)
@@ -365,9 +248,9 @@ class RunnerBase:
             else:
                 self.optimizer_step(out, epoch, i, accum, t0, bar, loss_sum / (accum * dist.get_world_size()))
                 if self.run.checkpoint_every_iters and self.step % self.run.checkpoint_every_iters == 0:
-                    self.save_training_state(epoch, i + 1)
+                    self.save_training_state(loader.state_dict())
             if stop:
-                self.save_training_state(epoch, i + 1)
+                self.save_training_state(loader.state_dict())
                 name = signal.Signals(self.stop_signal or signal.SIGTERM).name
                 log.warning("%s: stopped after global step %d; the training state is saved in %s. Run the same "
                             "command again (run.resume: auto) to continue from the next batch", name, self.step,
@@ -422,14 +305,15 @@ class RunnerBase:
                          bar.total, loss, scalars["lr"], scalars["sec_per_step"])
 
     # -- resumable training state ----------------------------------------------------------------
-    def save_training_state(self, epoch: int, batch: int) -> None:
-        """Everything a resumed run needs to continue at (``epoch``, ``batch``) exactly; see train_state."""
+    def save_training_state(self, position: dict) -> None:
+        """Everything a resumed run needs to continue exactly where the training loader is (``position``: its
+        ``state_dict()``); see train_state."""
         weights = full_state_dict(self.model) if is_sharded(self.model) else None  # collectives: every rank
         optim = optimizer_state(self.model, self.optimizer)
         rngs = dist.all_gather_object(rng_state())
         if dist.is_main_process():
             meta = self.checkpoint_meta()
-            state = {"step": self.step, "epoch": epoch, "batch": batch, "world_size": dist.get_world_size(),
+            state = {"step": self.step, "loader": position, "world_size": dist.get_world_size(),
                      "optimizer": optim, "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                      "rng": rngs, "best": self.best, "best_epoch": self.best_epoch, "metrics": self.metrics,
                      "nonfinite_total": self.nonfinite_total, "nonfinite_in_a_row": self.nonfinite_in_a_row,
@@ -442,7 +326,8 @@ class RunnerBase:
             write_checkpoint(self.ckpt_dir, self.step, files, self.run.keep_last)
         dist.barrier()
 
-    def load_training_state(self, path: Path) -> tuple[int, int, list]:
+    def load_training_state(self, path: Path) -> tuple[dict, list]:
+        """(the training loader's position, each rank's RNG states) of the saved state, the rest restored."""
         state = read_state(path)
         if state["world_size"] != dist.get_world_size():
             raise ValueError(f"{path} was saved by {state['world_size']} ranks, this run has {dist.get_world_size()}: "
@@ -455,9 +340,10 @@ class RunnerBase:
         self.metrics = dict(state["metrics"])
         self.nonfinite_total, self.nonfinite_in_a_row = state["nonfinite_total"], state["nonfinite_in_a_row"]
         self.bad_samples.items = state["bad_samples"]["items"]
+        position = state["loader"]
         log.info("resuming from %s: global step %d, epoch %d after its batch %d (best %s=%s)", path, self.step,
-                 state["epoch"], state["batch"], self.run.monitor, self.best)
-        return state["epoch"], state["batch"], state["rng"]
+                 position["epoch"], position["batch"], self.run.monitor, self.best)
+        return position, state["rng"]
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate_splits(self, splits, tag: str = "") -> dict:
@@ -481,7 +367,7 @@ class RunnerBase:
                 key = split if len(self.datasets) == 1 else f"{name}/{split}"
                 t0 = time.time()
                 with self.autocast(), gathered(model):
-                    metrics = self.task.evaluate(model, self.bad_samples.tracked(self.eval_loader(ds)), ds,
+                    metrics = self.task.evaluate(model, self.bad_samples.tracked(eval_loader(ds, self.run.batch_size_eval, self.run.num_workers)), ds,
                                                  key.replace("/", "_"), self.output_dir)
                 self.bad_samples.report(self.epoch, key)
                 log.info("%s %s (%.1fs): %s", tag, key, time.time() - t0,
@@ -518,18 +404,7 @@ class RunnerBase:
         dist.barrier()
 
     def checkpoint_meta(self) -> dict:
-        """Strings stored beside the weights: what the model is, the step, the model's own metadata, and
-        ``vcap_config``: what rebuilds it without the project (the merged model section, the evaluation
-        processors of the first dataset, the task and its decoding), as a transformers directory does."""
-        first = next(iter(self.cfg.datasets.values()))
-        model = {k: v for k, v in OmegaConf.to_container(self.cfg.model, resolve=True).items() if k != "checkpoint"}
-        r = self.run
-        config = {"model": model, "task": r.task, "imports": list(self.cfg.get("imports") or []),
-                  "vis_processor": OmegaConf.to_container(first.vis_processor.eval, resolve=True),
-                  "text_processor": OmegaConf.to_container(first.text_processor.eval, resolve=True),
-                  "generation": dataclasses.asdict(r.generate)}
-        return {"arch": self.cfg.model.arch, "model_type": self.cfg.model.model_type, "step": str(self.step),
-                **self.model.checkpoint_metadata(), "vcap_config": json.dumps(config)}
+        return checkpoint_metadata(self.cfg, self.model, self.step)
 
     def write_metrics(self, metrics: dict) -> None:
         if dist.is_main_process():
@@ -548,8 +423,6 @@ class RunnerBase:
         """report/index.html of each evaluated split, by rank 0 while the others wait (a report that fails only
         logs why: the metrics are written, the page is a view of them)."""
         if dist.is_main_process():
-            from vcap.report import write_report
-
             for split in splits:
                 for name, ds in self.split_datasets(split).items():
                     try:

@@ -8,8 +8,8 @@ from omegaconf import DictConfig
 
 from vcap.common import dist
 from vcap.common.checkpoint import read_metadata
-from vcap.common.config import run_config
 from vcap.common.registry import registry
+from vcap.common.schema import run_config
 from vcap.processors.tokenizer import TRAINED_TOKENIZERS
 
 log = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ from vcap.common import dist
 from vcap.common.checkpoint import write_json
 from vcap.common.registry import registry
 from vcap.evaluation.retrieval import retrieval_metrics_blocks
+from vcap.processors.video_io import MEDIA_EXTENSIONS, VideoDecodeError
 from vcap.tasks.base_task import BaseTask
 
 
@@ -85,10 +86,7 @@ def embed_folder(model, processor, root: Path, cache_dir: Path, signature: str,
     """Every video (or image) under ``root`` embedded once: ``cache_dir/<signature>.pt`` keeps each file's
     embedding by relative path with its size and mtime, so a changed file is embedded again. Returns
     (relative names, (N, D) embeddings, files that could not be decoded with why, how many were embedded now)."""
-    from vcap.datasets.prepare.common import VIDEO_EXTENSIONS
-    from vcap.datasets.video import IMAGE_EXTENSIONS, VideoDecodeError
-
-    files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
+    files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTENSIONS
                    and cache_dir not in f.parents)
     if not files:
         raise FileNotFoundError(f"no videos under {root}")

@@ -1,15 +1,15 @@
 """Dataset builders: a dataset card (YAML) + the project's overrides -> processors and split datasets."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-import logging
-
 from vcap.common import dist
-from vcap.datasets.datasets.base import (CaptionEvalDataset, CaptionTrainDataset, RetrievalEvalDataset,
-                                         load_annotations)
+from vcap.datasets.datasets.base import CaptionEvalDataset, CaptionTrainDataset, RetrievalEvalDataset, load_annotations
+from vcap.datasets.features import FeatureStore
+from vcap.datasets.shards import ShardTrainDataset
 from vcap.processors import build_processor
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,14 @@ class BaseBuilder:
 
     def __init__(self, cfg: DictConfig, name: str = ""):
         self.config, self.name = cfg, name
+
+    @classmethod
+    def check_config(cls, section: DictConfig, prefix: str) -> list[str]:
+        """The merged dataset section's problems that only this builder knows (asked by build_config)."""
+        if section.train_storage == "webdataset" and not section.train_shards:
+            return [f"{prefix}.train_shards: not set, but train_storage is 'webdataset'; expected the index.json "
+                    f"`vcap shard` wrote or video2dataset's folder"]
+        return []
 
     def prepare(self) -> None:
         """Make the data available on disk; runs on rank 0 only, before the others read it."""
@@ -53,8 +61,6 @@ class BaseBuilder:
         cache = self.config.cache_decoded
         features = None
         if self.config.features:
-            from vcap.datasets.features import FeatureStore
-
             features = FeatureStore(self.config.features)
         for split in self.splits():
             if split == "train" and self.config.train_storage == "webdataset":
@@ -110,8 +116,6 @@ class BaseBuilder:
         return load_annotations(path)
 
     def shard_dataset(self, vis, txt, seed: int):
-        from vcap.datasets.shards import ShardTrainDataset
-
         return ShardTrainDataset(self.config.train_shards, vis, txt, seed=seed, captions=self.config.train_captions)
 
 

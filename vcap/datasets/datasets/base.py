@@ -14,11 +14,11 @@ import random
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from vcap.datasets.video import VideoDecodeError, decode_all
+from vcap.common.seed import item_seed
+from vcap.processors.video_io import VideoDecodeError, decode_all
 
 log = logging.getLogger(__name__)
 MAX_SUBSTITUTIONS = 10
@@ -142,11 +142,6 @@ def load_annotations(path: str | os.PathLike) -> list[dict]:
     if not records:
         raise ValueError(f"{path}: no records")
     return records
-
-
-def item_seed(seed: int, epoch: int, index: int) -> int:
-    """A seed for (run seed, epoch, item): frame sampling and augmentation are reproducible."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0]) % (2**31)
 
 
 def collate(items: list[dict]) -> dict:

@@ -6,5 +6,5 @@ checks that every referenced video exists under the video folder (``--videos``, 
 to the video folder), ``<out>/missing_videos.txt``, ``<out>/summary.json`` (counts per split)
 and a ``<out>/videos`` link to the video folder, which is where the dataset cards look.
 """
-from vcap.datasets.prepare.common import Output, VideoIndex, prepare  # noqa: F401
-from vcap.datasets.prepare.converters import CONVERTERS  # noqa: F401
+from vcap.datasets.prepare.common import Output, VideoIndex  # noqa: F401
+from vcap.datasets.prepare.converters import CONVERTERS, prepare  # noqa: F401

@@ -5,11 +5,14 @@ import logging
 import os
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from vcap.common.checkpoint import write_json
-from vcap.datasets.video import IMAGE_EXTENSIONS
+from vcap.common.config import card_path, load_yaml
+from vcap.common.registry import registry
+from vcap.processors.video_io import MEDIA_EXTENSIONS
 
 log = logging.getLogger(__name__)
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp")
 
 
 def find_file(raw: Path, *names: str, required: bool = True) -> Path | None:
@@ -30,7 +33,7 @@ def find_file(raw: Path, *names: str, required: bool = True) -> Path | None:
 class VideoIndex:
     """Every video (or image) file under ``root``, by relative path and by name without extension."""
 
-    def __init__(self, root: Path, extensions=VIDEO_EXTENSIONS + IMAGE_EXTENSIONS):
+    def __init__(self, root: Path, extensions=MEDIA_EXTENSIONS):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"video folder {str(self.root)!r} does not exist")
@@ -112,17 +115,11 @@ class Output:
 def card_readers(out: Path, names: list[str]) -> dict[str, list[str]]:
     """Which dataset card settings read ``<out>/annotations/<name>.json`` when VCAP_DATA_ROOT is ``out``'s parent:
     ``name -> ["datasets.msrvtt_caption.build_info.annotations.train", ...]``."""
-    from omegaconf import OmegaConf
-
-    import vcap  # noqa: F401  (registers the builders)
-    from vcap.common.config import _card_path, load_yaml
-    from vcap.common.registry import registry
-
     found: dict[str, list[str]] = {}
-    for builder in registry.list_builders():
+    for builder in registry.list("builder"):
         cls = registry.get_builder_class(builder)
         for card_type, rel in getattr(cls, "DATASET_CONFIG_DICT", {}).items():
-            card = load_yaml(_card_path(cls, rel))
+            card = load_yaml(card_path(cls, rel))
             annotations = OmegaConf.to_container(card.get("build_info", {}), resolve=False).get("annotations") or {}
             for split, value in annotations.items():
                 for name in names:
@@ -130,17 +127,3 @@ def card_readers(out: Path, names: list[str]) -> dict[str, list[str]]:
                         kind = "" if card_type == "default" else f" (type: {card_type})"
                         found.setdefault(name, []).append(f"datasets.{builder}.build_info.annotations.{split}{kind}")
     return found
-
-
-def prepare(name: str, raw: str | os.PathLike, out: str | os.PathLike, videos: str | os.PathLike | None = None) -> dict:
-    """Run converter ``name`` on the official files under ``raw``; returns the summary."""
-    from vcap.datasets.prepare.converters import CONVERTERS
-
-    if name not in CONVERTERS:
-        raise KeyError(f"no converter {name!r}; expected one of {sorted(CONVERTERS)}")
-    raw = Path(raw)
-    if not raw.is_dir():
-        raise FileNotFoundError(f"--raw {str(raw)!r} is not a directory")
-    output = Output(Path(out), Path(videos) if videos else raw)
-    CONVERTERS[name](raw, output)
-    return output.finish()

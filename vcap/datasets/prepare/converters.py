@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import re
 from pathlib import Path
@@ -209,3 +210,15 @@ def webvid(raw: Path, out: Output) -> None:
 
 
 CONVERTERS = {"msrvtt": msrvtt, "msvd": msvd, "vatex": vatex, "coco": coco, "lavis": lavis, "webvid": webvid}
+
+
+def prepare(name: str, raw: str | os.PathLike, out: str | os.PathLike, videos: str | os.PathLike | None = None) -> dict:
+    """Run converter ``name`` on the official files under ``raw``; returns the summary."""
+    if name not in CONVERTERS:
+        raise KeyError(f"no converter {name!r}; expected one of {sorted(CONVERTERS)}")
+    raw = Path(raw)
+    if not raw.is_dir():
+        raise FileNotFoundError(f"--raw {str(raw)!r} is not a directory")
+    output = Output(Path(out), Path(videos) if videos else raw)
+    CONVERTERS[name](raw, output)
+    return output.finish()

@@ -18,6 +18,9 @@ from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfi
 
 from vcap.models.base_model import Captioner, add_lora, enable_checkpointing, load_transformers
 from vcap.models.blip2.conventions import TABLE, resolve_source
+from vcap.models.blip2.lavis_weights import load_lavis_checkpoint
+from vcap.models.vit_cache import ViTFeatureCache
+from vcap.processors.base import build_processor
 from vcap.processors.tokenizer import load_text_tokenizer
 
 log = logging.getLogger(__name__)
@@ -187,8 +190,6 @@ class Blip2Video(Captioner):
                               and "lora_" not in k} if pretrained else set()
         paths = [lavis_checkpoint] if isinstance(lavis_checkpoint, str) else list(lavis_checkpoint or [])
         for path in paths:
-            from vcap.models.blip2.lavis_weights import load_lavis_checkpoint
-
             self._sourced_keys |= set(load_lavis_checkpoint(self, path).loaded)
         self.lavis_checkpoint = paths
         self._end_token_id = self._resolve_end_token()  # a tokenizer that cannot end captions as said fails here
@@ -227,13 +228,40 @@ class Blip2Video(Captioner):
     def new_language_model(text_config: dict, tok, dtype: torch.dtype) -> torch.nn.Module:
         raise NotImplementedError
 
+    VISION_CONFIG_KEY = "blip2_config"
+
+    @classmethod
+    def check_run(cls, cfg, run) -> list[str]:
+        """``run.cache_vit_features`` only where cached ViT outputs are right and get reused."""
+        if not run.cache_vit_features:
+            return []
+        problems = []
+        if run.fsdp:
+            problems.append("run.cache_vit_features cannot be combined with run.fsdp: a sharded ViT must run its "
+                            "forward on every rank together, and cache hits differ per rank")
+        if cfg.model.get("freeze_vit") is False:
+            problems.append("run.cache_vit_features needs a frozen ViT (model.freeze_vit: true): a ViT that trains "
+                            "gives new outputs every step")
+        if run.evaluate_only:
+            return problems
+        for name, section in cfg.datasets.items():
+            proc = section.vis_processor.get("train")
+            if proc is None or "train" not in run.train_splits:
+                continue
+            built = build_processor(proc)
+            if not getattr(built, "deterministic", True):
+                problems.append(
+                    f"run.cache_vit_features: datasets.{name}.vis_processor.train is {proc.name} with sampling "
+                    f"{built.sampling!r}{' and a random crop' if getattr(built, 'augments', False) else ''}: its clips "
+                    f"change every epoch, so cached ViT outputs would never be reused. Use the video_eval processor "
+                    f"with uniform (or fps) sampling for training, or turn the cache off")
+        return problems
+
     # -- the one shared encoding path: video -> LM input embeddings ------------------------------
     vit_cache = None
 
     def enable_vit_cache(self, max_bytes: int) -> None:
         """Keep the frozen ViT's outputs per clip (``run.cache_vit_features``)."""
-        from vcap.models.vit_cache import ViTFeatureCache
-
         if "vision_model" not in self._frozen_modules:
             raise ValueError("run.cache_vit_features needs a frozen ViT (model.freeze_vit: true): a ViT that trains "
                              "gives new outputs every step")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from vcap.common.weights import load_state
 
 _VIT_BLOCK = {"norm1": "layer_norm1", "norm2": "layer_norm2", "attn.qkv": "self_attn.qkv",
               "attn.proj": "self_attn.projection", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
@@ -125,6 +126,4 @@ def lavis_filter(sd: dict[str, torch.Tensor], model: torch.nn.Module) -> tuple[d
 def load_lavis_checkpoint(model: torch.nn.Module, path: str | Path):
     """Copy a LAVIS checkpoint's weights into ``model`` (``vcap.common.weights.load_state``); model weights the
     file does not hold (the LLM of a ``blip2_pretrained_*.pth``) are reported, as ``strict_weights`` allows."""
-    from vcap.common.weights import load_state
-
     return load_state(model, read_lavis_checkpoint(path), str(path), "model.lavis_checkpoint", filter_fn=lavis_filter)

@@ -99,6 +99,8 @@ class CLIP4Clip(BaseModel):
         max_logit_scale: the learned temperature is clamped to this (CLIP: ln 100).
     """
 
+    VISION_CONFIG_KEY = "clip_config"
+
     PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/clip4clip/tiny.yaml",
                                     "vit_b32": "configs/models/clip4clip/vit_b32.yaml",
                                     "vit_b16": "configs/models/clip4clip/vit_b16.yaml"}

@@ -20,6 +20,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLI
 from vcap.common.registry import registry
 from vcap.common.weights import load_state, read_state_dict
 from vcap.models.base_model import Captioner, load_transformers
+from vcap.models.clip_resnet import OPENAI_RESNETS, CLIPResNet, load_clip_resnet, resnet_spec
 from vcap.models.generation import CausalPrefix, generate_config, hf_generate, prefix_logprobs, reference_search
 from vcap.processors.tokenizer import load_text_tokenizer, pad_rows
 
@@ -250,6 +251,18 @@ class CLIPCap(Captioner):
             token and transformers' ``generate``.
     """
 
+    VISION_CONFIG_KEY, PRETRAINED_KEY = "clip_config", "clip_pretrained"
+
+    @classmethod
+    def input_size(cls, section) -> tuple[int | None, str]:
+        """A ResNet tower's size is its spec's (OpenAI's for RN50 / RN101 / RN50x4)."""
+        resnet = section.get("clip_resnet")
+        if section.get("clip_config") is None and resnet is not None:
+            size = OPENAI_RESNETS.get(resnet, {}).get("image_size") if isinstance(resnet, str) \
+                else resnet.get("image_size")
+            return (int(size), "model.clip_resnet") if size else (None, "")
+        return super().input_size(section)
+
     PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/clipcap/tiny.yaml",
                                     "coco_mlp": "configs/models/clipcap/coco_mlp.yaml",
                                     "coco_transformer": "configs/models/clipcap/coco_transformer.yaml",
@@ -271,7 +284,6 @@ class CLIPCap(Captioner):
             self._stop_id = ids[0]  # predict.py's tokenizer.encode(stop_token)[0]
         self.clip_report = None
         if clip_resnet is not None:
-            from vcap.models.clip_resnet import CLIPResNet, load_clip_resnet, resnet_spec
 
             self.clip = CLIPResNet(**resnet_spec(clip_resnet))
             if clip_pretrained:

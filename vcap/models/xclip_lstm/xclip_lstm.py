@@ -40,6 +40,8 @@ class XCLIPLSTMCaptioner(Captioner):
         max_txt_len: caption tokens (with EOS) used for training.
     """
 
+    VISION_CONFIG_KEY = "xclip_config"
+
     PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/xclip_lstm/tiny.yaml",
                                     "base16": "configs/models/xclip_lstm/base16.yaml"}
 
@@ -137,8 +139,13 @@ class XCLIPLSTMCaptioner(Captioner):
     def _processors(self, min_new: int, device, temperature: float = 1.0, top_p: float = 1.0):
         """transformers' logits processors, as its generate builds them: no pad or BOS, no end before
         ``min_new`` tokens; for sampling, temperature then nucleus (top-p)."""
-        from transformers import (LogitsProcessorList, MinNewTokensLengthLogitsProcessor,
-                                  SuppressTokensLogitsProcessor, TemperatureLogitsWarper, TopPLogitsWarper)
+        from transformers import (
+            LogitsProcessorList,
+            MinNewTokensLengthLogitsProcessor,
+            SuppressTokensLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopPLogitsWarper,
+        )
 
         tok = self.tokenizer
         out = LogitsProcessorList([

@@ -13,6 +13,15 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from vcap.common.checkpoint import read_metadata
+from vcap.common.config import import_user_modules
+from vcap.common.registry import registry
+from vcap.common.schema import run_config
+from vcap.common.seed import set_seed
+from vcap.processors import build_processor
+from vcap.processors.tokenizer import TRAINED_TOKENIZERS
+from vcap.project import build_config
+
 # checkpoints written before run.generate kept transformers' names (their max_new_tokens / min_new_tokens meant what
 # max_len / min_len mean under vcap's own conventions, which every model had then)
 OLD_GENERATION_KEYS = {"max_new_tokens": "max_len", "min_new_tokens": "min_len"}
@@ -30,11 +39,24 @@ def checkpoint_file(path) -> Path:
     return path
 
 
-def checkpoint_config(path) -> dict:
-    """What a vcap checkpoint stores to rebuild its model: ``{"model", "task", "vis_processor",
-    "text_processor", "generation", "imports"}``."""
-    from vcap.common.checkpoint import read_metadata
+def checkpoint_metadata(cfg, model, step: int) -> dict:
+    """Strings stored beside a run's weights: what the model is, the step, the model's own metadata, and
+    ``vcap_config``: what rebuilds it without the project (the merged model section, the evaluation processors of
+    the first dataset, the task and its decoding), as a transformers directory does. ``checkpoint_config`` reads
+    it back."""
+    first = next(iter(cfg.datasets.values()))
+    section = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "checkpoint"}
+    config = {"model": section, "task": cfg.run.task, "imports": list(cfg.get("imports") or []),
+              "vis_processor": OmegaConf.to_container(first.vis_processor.eval, resolve=True),
+              "text_processor": OmegaConf.to_container(first.text_processor.eval, resolve=True),
+              "generation": dataclasses.asdict(run_config(cfg).generate)}
+    return {"arch": cfg.model.arch, "model_type": cfg.model.model_type, "step": str(step),
+            **model.checkpoint_metadata(), "vcap_config": json.dumps(config)}
 
+
+def checkpoint_config(path) -> dict:
+    """What a vcap checkpoint stores to rebuild its model (``checkpoint_metadata``'s ``vcap_config``): ``{"model",
+    "task", "vis_processor", "text_processor", "generation", "imports"}``."""
     meta = read_metadata(path)
     if "vcap_config" not in meta:
         raise ValueError(f"{path} stores no model config (it was written before vcap kept one in its checkpoints): "
@@ -67,12 +89,6 @@ def build_inference(cfg=None, checkpoint=None, dataset: str | None = None, devic
     ``dataset`` (default its first) gives the processors. The model is built as rank 0 of a training run
     builds it: seeded with ``run.seed``, and a tokenizer learned from captions is learned from the project's
     data when no checkpoint stores one."""
-    from vcap.common.config import import_user_modules, run_config
-    from vcap.common.registry import registry
-    from vcap.processors import build_processor
-    from vcap.processors.tokenizer import TRAINED_TOKENIZERS
-    from vcap.runners.runner_base import set_seed
-
     if (cfg is None) == (checkpoint is None):
         raise ValueError("give a checkpoint or a project config (one of them)")
     with tempfile.TemporaryDirectory() as out:  # a stored or learned word tokenizer is written here, then loaded
@@ -135,10 +151,6 @@ def load_model_and_preprocess(name: str | None = None, model_type: str = "tiny",
         model, vis, txt = load_model_and_preprocess("blip2_t5", "flant5xl", checkpoint="best.safetensors")
         frames = vis["eval"](read_frames(...)[0]) ...
     """
-    from vcap.common.config import build_config
-    from vcap.common.registry import registry
-    from vcap.processors.tokenizer import TRAINED_TOKENIZERS
-
     if name is None:
         if checkpoint is None:
             raise ValueError("give a model name (and model_type), or checkpoint= a vcap checkpoint")
