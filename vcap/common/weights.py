@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from huggingface_hub import snapshot_download
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 from vcap.common.fsdp import is_sharded, load_full_state_dict
 
@@ -90,26 +93,49 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("/code/__torch__.py") or "/code/" in n for n in z.namelist())
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A flat state dict from safetensors, a TorchScript archive or a ``torch.save`` file, safely."""
+def read_state_dict(path: str | Path, key: str = "weights file", unwrap: str = "state_dict") -> dict[str, torch.Tensor]:
+    """A flat state dict from safetensors, a TorchScript archive or a ``torch.save`` file, safely. A ``torch.save``
+    file may hold it under ``unwrap`` (``state_dict``; LAVIS's ``model``, beside its optimizer and config).
+    ``key``: the config key that names the file, for the errors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+        raise FileNotFoundError(f"{key} {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     if _is_torchscript(path):
         return read_torchscript_tensors(path)
     try:
         sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ValueError(f"{path}: refused to load; it holds more than tensors (weights_only=True): {e}") from e
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(sd).__name__}")
+        raise ValueError(f"{key} {str(path)!r}: refused to load; it holds more than tensors and plain containers "
+                         f"(read with weights_only=True): {e}") from e
+    if isinstance(sd, dict) and isinstance(sd.get(unwrap), dict):
+        sd = sd[unwrap]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{key} {str(path)!r}: expected a state dict (a dict of tensors, or one under {unwrap!r}), "
+                         f"got {type(sd).__name__}")
     return sd
+
+
+def read_safetensors(files: list[Path], keep: Callable[[str], bool]) -> dict[str, torch.Tensor]:
+    """The tensors of ``files`` whose key ``keep`` accepts, each read alone (a sharded LLM is never read whole)."""
+    out = {}
+    for f in files:
+        with safe_open(str(f), "pt") as st:
+            out.update({k: st.get_tensor(k) for k in st.keys() if keep(k)})
+    return out
+
+
+def resolve_pretrained(spec: str | Path, key: str = "model.pretrained") -> Path:
+    """A pretrained source as a local path: a file or directory as given, else a hub id's snapshot in the local
+    cache (never downloaded here: transformers' ``from_pretrained`` fetches, this finds what it fetched)."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    try:
+        return Path(snapshot_download(str(spec), local_files_only=True))
+    except Exception as e:  # noqa: BLE001  (offline and not cached: say what was looked for)
+        raise ValueError(f"{key} {str(spec)!r}: not a file, a directory or a hub id in the local cache ({e})") from e
 
 
 # ------------------------------------------------------------------------------------------------

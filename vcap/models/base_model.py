@@ -23,6 +23,19 @@ def load_transformers(model_cls, spec: str, what: str, key: str = "model.pretrai
                          f"or an id in the local cache): {e}") from e
 
 
+def pretrained_or_new(pretrained, load, config, build, what: str, exclusive: bool = False):
+    """The one way a model's part is made: ``load(pretrained)`` when the config names a source, else ``build(config)``
+    from its config mapping (random weights); ``what`` names both keys for the error when neither is given
+    (``exclusive``: or both)."""
+    if exclusive and pretrained is not None and config is not None:
+        raise ValueError(f"{what}: give one of them, not both")
+    if pretrained:
+        return load(pretrained)
+    if config is None:
+        raise ValueError(f"{what}: neither is given")
+    return build(config)
+
+
 class BaseModel(torch.nn.Module):
     """``PRETRAINED_MODEL_CONFIG_DICT`` maps a model type to its card under vcap/configs.
 
@@ -103,6 +116,20 @@ class BaseModel(torch.nn.Module):
             if checkpoint:
                 load_weights(model, checkpoint)
         return model
+
+    def freeze(self, *names: str) -> None:
+        """Sub-modules (dotted names) that do not train: no gradients, and eval mode while the model trains."""
+        self._frozen_modules = list(getattr(self, "_frozen_modules", [])) + list(names)
+        for name in names:
+            self.get_submodule(name).requires_grad_(False)
+
+    def sourced(self, pretrained, *prefixes: str) -> set:
+        """The state-dict keys under ``prefixes`` that come from the pretrained source the config names (none when
+        it names none): frozen ones are left out of checkpoints (``frozen_pretrained_keys``); LoRA's adapters
+        never are."""
+        if not pretrained:
+            return set()
+        return {k for k in self.state_dict() if k.startswith(prefixes) and "lora_" not in k}
 
     def train(self, mode: bool = True):
         """Frozen sub-modules (names, dotted or not, in ``self._frozen_modules``) stay in eval mode (no dropout)."""

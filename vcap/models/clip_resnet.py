@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vcap.common.weights import load_state, read_state_dict
+from vcap.common.weights import load_state, read_state_dict, resolve_pretrained
 
 # OpenAI's released towers (clip/model.py build_model, read off each checkpoint's visual.* shapes)
 OPENAI_RESNETS = {
@@ -65,17 +65,9 @@ class CLIPResNet(nn.Module):
 
 
 def _weights_file(source: str) -> Path:
-    path = Path(source)
+    path = resolve_pretrained(source, "model.clip_pretrained")
     if path.is_file():
         return path
-    if not path.is_dir():
-        from huggingface_hub import snapshot_download
-
-        try:
-            path = Path(snapshot_download(source, local_files_only=True))
-        except Exception as e:  # noqa: BLE001  (offline and not cached: say what was looked for)
-            raise ValueError(f"model.clip_pretrained {source!r}: not a file, a directory or a hub id in the local "
-                             f"cache ({e})") from e
     for name in WEIGHT_FILES:
         if (path / name).is_file():
             return path / name

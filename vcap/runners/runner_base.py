@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from vcap.common import dist
 from vcap.common.checkpoint import load_weights, save_weights, write_json
+from vcap.common.dtypes import DTYPES
 from vcap.common.fsdp import (
     full_state_dict,
     gathered,
@@ -75,7 +76,7 @@ class RunnerBase:
         self.metrics: dict = {}
         self.writer = MetricWriter(self.output_dir, enabled=dist.is_main_process())
         self.bad_samples = BadSamples(self.output_dir, self.run.max_bad_sample_ratio)
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.run.amp) \
+        self.amp_dtype = DTYPES.get(self.run.amp) \
             if device.type == "cuda" else None
         self.setup_vit_cache()
 

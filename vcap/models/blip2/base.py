@@ -10,12 +10,14 @@ language_model) so its weights map one to one.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Literal
 
 import torch
-from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel
+from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2QFormerConfig, Blip2QFormerModel,
+                          Blip2VisionConfig, Blip2VisionModel)
 
+from vcap.common.dtypes import frozen_torch_dtype
+from vcap.common.weights import load_state, read_safetensors, resolve_pretrained
 from vcap.models.base_model import Captioner, add_lora, enable_checkpointing, load_transformers
 from vcap.models.blip2.conventions import TABLE, resolve_source
 from vcap.models.blip2.lavis_weights import load_lavis_checkpoint
@@ -24,26 +26,7 @@ from vcap.processors.base import build_processor
 from vcap.processors.tokenizer import load_text_tokenizer
 
 log = logging.getLogger(__name__)
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 TRAINED_ALWAYS = ("qformer.", "query_tokens", "language_projection.")
-
-
-def frozen_torch_dtype(name: str) -> torch.dtype:
-    """``model.frozen_dtype``: ``auto`` is bf16 where CUDA is visible (the frozen ViT and LLM then take half
-    the memory, as in LAVIS), fp32 on the CPU."""
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return DTYPES[name]
-
-
-def _safetensors_files(spec: str) -> list[Path]:
-    """The safetensors files of a transformers directory or of a hub id in the local cache."""
-    root = Path(spec)
-    if not root.is_dir():
-        from huggingface_hub import snapshot_download
-
-        root = Path(snapshot_download(spec, local_files_only=True))
-    return sorted(root.glob("*.safetensors"))
 
 
 def load_blip2(pretrained: str, frozen: set[str], dtype: torch.dtype, also_trained: tuple[str, ...] = ()):
@@ -52,9 +35,6 @@ def load_blip2(pretrained: str, frozen: set[str], dtype: torch.dtype, also_train
     from the checkpoint files. Under a meta device (``run.fsdp`` on a rank > 0) only the shapes are built:
     rank 0's weights arrive when the model is sharded. ``also_trained``: key prefixes inside a frozen part that
     train all the same (``ln_vision`` under LAVIS's conventions)."""
-    from safetensors import safe_open
-    from transformers import Blip2Config, Blip2ForConditionalGeneration
-
     trained = TRAINED_ALWAYS + also_trained + tuple(
         f"{m}." for m in ("vision_model", "language_model") if m not in frozen)
     meta = torch.empty(0).is_meta
@@ -64,25 +44,22 @@ def load_blip2(pretrained: str, frozen: set[str], dtype: torch.dtype, also_train
         return load_transformers(Blip2ForConditionalGeneration, pretrained, "BLIP-2")
     else:
         hf = load_transformers(Blip2ForConditionalGeneration, pretrained, "BLIP-2", dtype=dtype)
-    params = dict(hf.named_parameters())
-    for name, p in params.items():
+    for name, p in hf.named_parameters():
         if name.startswith(trained):
             p.data = p.data.float()
     if meta:
         return hf
-    found = set()
-    with torch.no_grad():
-        for f in _safetensors_files(pretrained):
-            with safe_open(str(f), "pt") as st:
-                for key in st.keys():
-                    if key.startswith(trained) and key in params:
-                        params[key].data.copy_(st.get_tensor(key).float())
-                        found.add(key)
-    missing = [k for k in params if k.startswith(trained) and k not in found]
-    if missing:
-        log.warning("%s: %d trained weights were not found in its safetensors files at full precision and keep the "
-                    "%s values (e.g. %s)", pretrained, len(missing), dtype, missing[:3])
+    # what trains is read again at full precision, through the one weight rule (only those keys are read)
+    files = sorted(resolve_pretrained(pretrained).glob("*.safetensors"))
+    load_state(hf, read_safetensors(files, lambda k: k.startswith(trained)), str(pretrained), "model.pretrained",
+               filter_fn=_known_keys, scope=trained)
     return hf
+
+
+def _known_keys(sd: dict, module: torch.nn.Module) -> tuple[dict, list[str]]:
+    """The file's keys the model has (the rest, e.g. a tied head saved twice, ignored)."""
+    own = module.state_dict()
+    return {k: v for k, v in sd.items() if k in own}, sorted(k for k in sd if k not in own)
 
 
 class Blip2Video(Captioner):
@@ -176,9 +153,7 @@ class Blip2Video(Captioner):
         self.prompt, self.frame_fusion, self.max_txt_len = prompt, frame_fusion, max_txt_len
         self.max_frames = max_frames
         self._finish_language_model()
-        self._frozen_modules = [n for n in ("vision_model", "language_model") if n in frozen]
-        for name in self._frozen_modules:
-            getattr(self, name).requires_grad_(False)
+        self.freeze(*[n for n in ("vision_model", "language_model") if n in frozen])
         self._apply_conventions()
         self.lora = dict(lora) if lora else None
         if self.lora:
@@ -186,8 +161,7 @@ class Blip2Video(Captioner):
             if "language_model" in self._frozen_modules:  # the LLM trains its adapters (in train mode: their dropout)
                 self._frozen_modules.remove("language_model")
         # weights that come from a source named in the config: frozen ones stay out of checkpoints
-        self._sourced_keys = {k for k in self.state_dict() if k.startswith(("vision_model.", "language_model."))
-                              and "lora_" not in k} if pretrained else set()
+        self._sourced_keys = self.sourced(pretrained, "vision_model.", "language_model.")
         paths = [lavis_checkpoint] if isinstance(lavis_checkpoint, str) else list(lavis_checkpoint or [])
         for path in paths:
             self._sourced_keys |= set(load_lavis_checkpoint(self, path).loaded)

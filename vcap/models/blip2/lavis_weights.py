@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from vcap.common.weights import load_state
+from vcap.common.weights import load_state, read_state_dict
 
 _VIT_BLOCK = {"norm1": "layer_norm1", "norm2": "layer_norm2", "attn.qkv": "self_attn.qkv",
               "attn.proj": "self_attn.projection", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
@@ -98,21 +98,7 @@ def convert_lavis_state_dict(sd: dict[str, torch.Tensor]) -> tuple[dict[str, tor
 def read_lavis_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The model state dict of a LAVIS ``.pth`` (``{"model": ..., "optimizer": ..., "config": ...}`` or bare),
     read with ``weights_only=True``: a file that needs arbitrary code to unpickle is refused."""
-    import pickle
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model.lavis_checkpoint {str(path)!r} does not exist")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(f"model.lavis_checkpoint {str(path)!r}: refused, it holds more than tensors and plain "
-                         f"containers (read with weights_only=True): {e}") from e
-    sd = obj.get("model", obj) if isinstance(obj, dict) else None
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"model.lavis_checkpoint {str(path)!r}: expected a LAVIS checkpoint (a dict of tensors, "
-                         f"or one under 'model')")
-    return sd
+    return read_state_dict(path, "model.lavis_checkpoint", unwrap="model")
 
 
 def lavis_filter(sd: dict[str, torch.Tensor], model: torch.nn.Module) -> tuple[dict, list[str]]:

@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLI
 
 from vcap.common.registry import registry
 from vcap.common.weights import load_state, read_state_dict
-from vcap.models.base_model import Captioner, load_transformers
+from vcap.models.base_model import Captioner, load_transformers, pretrained_or_new
 from vcap.models.clip_resnet import OPENAI_RESNETS, CLIPResNet, load_clip_resnet, resnet_spec
 from vcap.models.generation import CausalPrefix, generate_config, hf_generate, prefix_logprobs, reference_search
 from vcap.processors.tokenizer import load_text_tokenizer, pad_rows
@@ -284,7 +284,6 @@ class CLIPCap(Captioner):
             self._stop_id = ids[0]  # predict.py's tokenizer.encode(stop_token)[0]
         self.clip_report = None
         if clip_resnet is not None:
-
             self.clip = CLIPResNet(**resnet_spec(clip_resnet))
             if clip_pretrained:
                 self.clip_report = load_clip_resnet(self.clip, clip_pretrained)
@@ -295,27 +294,14 @@ class CLIPCap(Captioner):
             self.clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_config))
         else:
             raise ValueError("clipcap needs clip_config or clip_pretrained")
-        if lm_pretrained:
-            self.gpt = load_transformers(AutoModelForCausalLM, lm_pretrained, "causal LM", "model.lm_pretrained")
-        elif lm_config is not None:
-            cfg = dict(lm_config)
-            cfg.setdefault("vocab_size", len(self.tokenizer))
-            for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-                cfg.setdefault(key, getattr(self.tokenizer, key))
-            self.gpt = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
-        else:
-            raise ValueError("clipcap needs lm_config or lm_pretrained")
+        self.gpt = pretrained_or_new(
+            lm_pretrained, lambda p: load_transformers(AutoModelForCausalLM, p, "causal LM", "model.lm_pretrained"),
+            lm_config, self._new_lm, "clipcap needs model.lm_config or model.lm_pretrained")
         if self.gpt.get_input_embeddings().num_embeddings < len(self.tokenizer):
             raise ValueError(f"the tokenizer has {len(self.tokenizer)} tokens but the LM's embedding only "
                              f"{self.gpt.get_input_embeddings().num_embeddings}")
         self.freeze_clip = freeze_clip
-        self._frozen_modules = []
-        if freeze_clip:
-            self.clip.requires_grad_(False)
-            self._frozen_modules.append("clip")
-        if only_prefix:
-            self.gpt.requires_grad_(False)
-            self._frozen_modules.append("gpt")
+        self.freeze(*[name for name, frozen in (("clip", freeze_clip), ("gpt", only_prefix)) if frozen])
         dim = self.gpt.get_input_embeddings().embedding_dim
         dim_clip = self.clip.output_dim if clip_resnet is not None else self.clip.config.projection_dim
         if mapper == "mlp":
@@ -327,9 +313,16 @@ class CLIPCap(Captioner):
             self.clip_project = mapper_cls(dim_clip, dim, prefix_length, mapper_layers, mapper_heads)
         self.mapper, self.prefix_length, self.dim = mapper, prefix_length, dim
         self.normalize_prefix, self.max_txt_len, self.only_prefix = normalize_prefix, max_txt_len, only_prefix
-        sourced = tuple(p for p, src in (("clip.", clip_pretrained), ("gpt.", lm_pretrained)) if src)
-        self._sourced_keys = {k for k in self.state_dict() if k.startswith(sourced)} if sourced else set()
+        self._sourced_keys = self.sourced(clip_pretrained, "clip.") | self.sourced(lm_pretrained, "gpt.")
         self.load_report = load_clipcap_weights(self, clipcap_weights) if clipcap_weights else None
+
+    def _new_lm(self, lm_config: dict) -> torch.nn.Module:
+        """A causal LM from its config mapping, with the tokenizer's vocabulary size and special ids unless given."""
+        cfg = dict(lm_config)
+        cfg.setdefault("vocab_size", len(self.tokenizer))
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            cfg.setdefault(key, getattr(self.tokenizer, key))
+        return AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
 
     # -- shared encoding: video -> LM prefix (forward, generate and score_sequences all use it) ----------
     @property

@@ -17,8 +17,8 @@ from typing import Literal
 import torch
 
 from vcap.common.registry import registry
-from vcap.models.base_model import Captioner, add_lora, enable_checkpointing, load_transformers
-from vcap.models.blip2.base import frozen_torch_dtype
+from vcap.common.dtypes import frozen_torch_dtype
+from vcap.models.base_model import Captioner, add_lora, enable_checkpointing, load_transformers, pretrained_or_new
 from vcap.models.generation import generate_config, hf_kwargs, token_logprobs
 from vcap.processors.tokenizer import HFTokenizer, pad_rows
 
@@ -75,21 +75,18 @@ class VideoLLMCaptioner(Captioner):
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
         spec = FAMILIES[family]
-        if (pretrained is None) == (config is None):
-            raise ValueError("video_llm needs model.pretrained (a transformers id or directory) or model.config "
-                             "(the family's config as a mapping), one of them")
         if not (processor or pretrained):
             raise ValueError("video_llm built from model.config needs model.processor (a processor directory with "
                              "the family's tokenizer and chat template)")
         self.processor = AutoProcessor.from_pretrained(processor or pretrained)
         self.tokenizer = HFTokenizer(processor or pretrained, tk=self.processor.tokenizer)  # the processor's own
         low = frozen_torch_dtype(frozen_dtype)
-        if pretrained:
-            self.model = load_transformers(AutoModelForImageTextToText, pretrained, "video LLM", dtype=low)
-        else:
-            config = self._complete(family, dict(config))
-            self.model = AutoModelForImageTextToText.from_config(
-                AutoConfig.for_model(spec.get("model_type", family), **config), dtype=low)
+        self.model = pretrained_or_new(
+            pretrained, lambda p: load_transformers(AutoModelForImageTextToText, p, "video LLM", dtype=low), config,
+            lambda c: AutoModelForImageTextToText.from_config(
+                AutoConfig.for_model(spec.get("model_type", family), **self._complete(family, dict(c))), dtype=low),
+            "video_llm needs model.pretrained (a transformers id or directory) or model.config (the family's config "
+            "as a mapping)", exclusive=True)
         if self.model.config.model_type != spec.get("model_type", family):
             raise ValueError(f"model.pretrained {pretrained!r} is a {self.model.config.model_type} model; "
                              f"model.family says {family}")
@@ -109,7 +106,7 @@ class VideoLLMCaptioner(Captioner):
         # frozen towers stay in eval mode (no dropout); an LLM with adapters trains them (their dropout on)
         self._frozen_modules = [f"model.{m}" for m, frozen in ((spec["vision"], freeze_vision),
                                                                (spec["llm"], freeze_llm and not self.lora)) if frozen]
-        self._sourced_keys = {f"model.{k}" for k in self.model.state_dict() if "lora_" not in k} if pretrained else set()
+        self._sourced_keys = self.sourced(pretrained, "model.")
         if grad_checkpointing:
             enable_checkpointing(self.model)
         # a chat model's prompt is a user turn in its chat template; InstructBLIP's is the instruction itself

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from transformers import XCLIPConfig, XCLIPModel
 
 from vcap.common.registry import registry
-from vcap.models.base_model import Captioner, load_transformers
+from vcap.models.base_model import Captioner, load_transformers, pretrained_or_new
 from vcap.models.generation import generate_config, token_logprobs
 from vcap.processors.tokenizer import load_text_tokenizer, pad_rows
 
@@ -51,25 +51,16 @@ class XCLIPLSTMCaptioner(Captioner):
                  hidden_dim: int = 512, num_layers: int = 4, dropout: float = 0.1, max_txt_len: int = 32):
         super().__init__()
         self.tokenizer = load_text_tokenizer(tokenizer)
-        if pretrained:
-            xclip = load_transformers(XCLIPModel, pretrained, "X-CLIP")
-        else:
-            if xclip_config is None:
-                raise ValueError("xclip_lstm needs xclip_config (text_config, vision_config, projection_dim) or "
-                                 "pretrained")
-            cfg = XCLIPConfig(**xclip_config)
-            if cfg.vision_config.mit_hidden_size != cfg.projection_dim:
-                raise ValueError(f"xclip_config: vision_config.mit_hidden_size ({cfg.vision_config.mit_hidden_size}) "
-                                 f"must equal projection_dim ({cfg.projection_dim}): the MIT reads projected frames")
-            xclip = XCLIPModel(cfg)
+        xclip = pretrained_or_new(pretrained, lambda p: load_transformers(XCLIPModel, p, "X-CLIP"), xclip_config,
+                                  self._new_xclip, "xclip_lstm needs model.xclip_config (text_config, vision_config, "
+                                  "projection_dim) or model.pretrained")
         # the captioner needs the video side only: vision tower, projection, multi-frame integration
         self.vision_model, self.visual_projection, self.mit = xclip.vision_model, xclip.visual_projection, xclip.mit
         self.num_frames = xclip.config.vision_config.num_frames
         proj = xclip.config.projection_dim
         self.pretrained, self.freeze_xclip = pretrained, freeze_xclip
-        self._frozen_modules = ["vision_model", "visual_projection", "mit"] if freeze_xclip else []
-        for name in self._frozen_modules:
-            getattr(self, name).requires_grad_(False)
+        if freeze_xclip:
+            self.freeze("vision_model", "visual_projection", "mit")
         self.init_state = torch.nn.Identity() if proj == hidden_dim else torch.nn.Linear(proj, hidden_dim)
         self.embed = torch.nn.Embedding(len(self.tokenizer), embed_dim, padding_idx=self.tokenizer.pad_token_id)
         self.lstm = torch.nn.LSTM(embed_dim, hidden_dim, num_layers, batch_first=True,
@@ -77,8 +68,15 @@ class XCLIPLSTMCaptioner(Captioner):
         self.drop = torch.nn.Dropout(dropout)
         self.head = torch.nn.Linear(hidden_dim, len(self.tokenizer))
         self.num_layers, self.max_txt_len = num_layers, max_txt_len
-        self._sourced_keys = {k for k in self.state_dict() if k.startswith(("vision_model.", "visual_projection.",
-                                                                            "mit."))} if pretrained else set()
+        self._sourced_keys = self.sourced(pretrained, "vision_model.", "visual_projection.", "mit.")
+
+    @staticmethod
+    def _new_xclip(xclip_config: dict) -> XCLIPModel:
+        cfg = XCLIPConfig(**xclip_config)
+        if cfg.vision_config.mit_hidden_size != cfg.projection_dim:
+            raise ValueError(f"xclip_config: vision_config.mit_hidden_size ({cfg.vision_config.mit_hidden_size}) "
+                             f"must equal projection_dim ({cfg.projection_dim}): the MIT reads projected frames")
+        return XCLIPModel(cfg)
 
     # -- the one shared encoding path: video -> initial LSTM state ---------------------------------
     @property
