@@ -76,7 +76,7 @@ def main() -> None:
                                              "run": {"task": "captioning", "output_dir": "o"}}))
         torch.manual_seed(0)
         model = registry.get_model_class("clipcap").from_config(cfg.model).train()
-        train_proc = VideoTrainProcessor(args.frames, "rand", size)
+        train_proc = VideoTrainProcessor(args.frames, "rand", image_size=size)
         eval_proc = VideoEvalProcessor(args.frames, "uniform", size)
         video_ds = CaptionTrainDataset(records, root / "videos", train_proc, CaptionProcessor(), seed=0)
         cache = Path(tempfile.mkdtemp())

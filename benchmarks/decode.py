@@ -77,7 +77,7 @@ def loader_rates(paths, num_frames: int, workers: list[int]) -> dict[str, float]
     from vcap.processors.video_processors import VideoTrainProcessor
 
     records = [{"video_id": p.stem, "video": p.name, "captions": [f"caption {k}" for k in range(4)]} for p in paths]
-    dataset = CaptionTrainDataset(records, paths[0].parent, VideoTrainProcessor(num_frames, "rand", 224),
+    dataset = CaptionTrainDataset(records, paths[0].parent, VideoTrainProcessor(num_frames, "rand", image_size=224),
                                   CaptionProcessor(), seed=0)
     out = {}
     for w in workers:

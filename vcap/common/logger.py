@@ -33,8 +33,9 @@ class MetricWriter:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
-        except ImportError:  # tensorboard is a declared dependency; keep logging to JSONL regardless
-            logging.getLogger(__name__).warning("tensorboard is not installed; logging to log.jsonl only")
+        except ImportError:  # an optional extra: log.jsonl has every scalar regardless
+            logging.getLogger(__name__).warning("tensorboard is not installed (pip install -e \".[tensorboard]\"); "
+                                                "logging to log.jsonl only")
 
     def write(self, step: int, scalars: dict, prefix: str = "") -> None:
         if not self.enabled:

@@ -65,9 +65,6 @@ class _TimmSchedule:
         self.step_num += 1
         self._apply()
 
-    def get_last_lr(self) -> list[float]:
-        return [g["lr"] for g in self.optimizer.param_groups]
-
     def state_dict(self) -> dict:
         return {"step_num": self.step_num}
 

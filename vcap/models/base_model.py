@@ -200,8 +200,8 @@ def enable_checkpointing(module: torch.nn.Module) -> None:
 
 
 def add_lora(model: torch.nn.Module, lora: dict, default_targets) -> None:
-    """LoRA adapters (peft) on ``model``: ``{r, alpha, dropout, target_modules}`` (peft's defaults 8 / 16 / 0.05,
-    ``default_targets``); the adapters train in fp32 beside frozen low-precision weights, nothing else of
+    """LoRA adapters (peft) on ``model``: ``{r, alpha, dropout, target_modules}`` (vcap's defaults r 8, alpha 16,
+    dropout 0.05 and ``default_targets``; peft's own are 8 / 8 / 0); the adapters train in fp32 beside frozen low-precision weights, nothing else of
     ``model`` trains."""
     from peft import LoraConfig, inject_adapter_in_model
 

@@ -1,5 +1,6 @@
-"""Caption decoding for every captioner, from one set of settings (``run.generate``: ``GenerateConfig``, LAVIS's
-names), by one of two engines:
+"""Caption decoding engines for the prefix captioners (BLIP-2, CLIPCap). Every captioner reads one set of settings
+(``run.generate``: ``GenerateConfig``, LAVIS's names; ``generate_config`` here); xclip_lstm steps its own LSTM state
+(``XCLIPLSTMCaptioner.generate_ids``) and video_llm calls its transformers model's ``generate``. The two engines:
 
 - ``hf_generate``: transformers' own ``generate`` on a prefix of input embeddings (vcap's convention: ``max_len``
   and ``min_len`` count new tokens, as ``max_new_tokens`` / ``min_new_tokens``).

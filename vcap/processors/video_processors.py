@@ -102,14 +102,11 @@ class VideoTrainProcessor(_VideoProcessor):
 
     augments = True  # a random crop per clip
 
-    def __init__(self, num_frames: int = 8, sampling: Sampling = "rand",
-                 image_size: int = 224, mean: tuple = CLIP_MEAN, std: tuple = CLIP_STD,
-                 frame_order: Literal["normal", "reverse", "shuffle"] = "normal", sample_fps: float = 1.0,
-                 fps_slice: Literal["head", "tail", "uniform"] = "uniform", decode_scale: float = 2.0,
-                 backend: Literal["auto", "pyav", "decord"] = "auto", normalize: bool = True,
-                 min_scale: float = 0.5, max_scale: float = 1.0, hflip: bool = False):
-        super().__init__(num_frames, sampling, image_size, mean, std, frame_order, sample_fps, fps_slice,
-                         decode_scale, backend, normalize)
+    def __init__(self, num_frames: int = 8, sampling: Sampling = "rand", min_scale: float = 0.5,
+                 max_scale: float = 1.0, hflip: bool = False, **frames):
+        """``frames``: the frame settings of ``_VideoProcessor`` (``image_size``, ``mean``, ``std``, ...); training
+        samples a random frame per segment by default."""
+        super().__init__(num_frames, sampling, **frames)
         self.scale = (min_scale, max_scale)
         self.hflip = hflip
 

@@ -59,7 +59,7 @@ class BaseTask:
                                      f"model.checkpoint=<run>/checkpoints/best.safetensors, or use the checkpoint "
                                      f"alone (vcap caption --model <checkpoint>)")
                 texts += [cfg.model.get("prompt") or ""]
-                tok = cls.train(texts, cfg.model.spm_vocab_size, cfg.model.get("spm_model_type", "unigram")) \
+                tok = cls.train(texts, cfg.model.spm_vocab_size, cfg.model.spm_model_type) \
                     if kind == "spm" else cls.train(texts)
             path.parent.mkdir(parents=True, exist_ok=True)
             tok.save(path)

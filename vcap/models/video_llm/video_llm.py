@@ -195,14 +195,3 @@ class VideoLLMCaptioner(Captioner):
         out = self.model.generate(**inputs, **hf_kwargs(generate_config(**settings)), eos_token_id=self.end_token_id,
                                   pad_token_id=self.tokenizer.pad_token_id)
         return out[:, inputs["input_ids"].shape[1]:]
-
-    def encode_video(self, samples: dict) -> torch.Tensor:
-        """(B, N, D_llm): the video tokens as the LLM reads them (the family's vision tower and projector, merged
-        into the prompt by the model itself: its first hidden state at the video placeholders)."""
-        inputs = self._inputs(samples, [self.prompt_text] * len(samples["video"]))
-        config = self.model.config
-        video_id = getattr(config, "video_token_id", None) or config.video_token_index
-        embeds = self.model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[0]
-        at = inputs["input_ids"] == video_id
-        return embeds[at].view(len(at), -1, embeds.shape[-1])
-

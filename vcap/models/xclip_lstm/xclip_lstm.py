@@ -1,14 +1,13 @@
-"""X-CLIP + LSTM video captioner (seed 002, oayk23/video-captioning-lstm), with its flaws fixed.
+"""X-CLIP + LSTM video captioner (the design of seed 002, oayk23/video-captioning-lstm).
 
 X-CLIP (frozen) turns the clip into one video embedding (its vision tower with cross-frame
 communication, projection and multi-frame integration transformer); that embedding, mapped to the
 LSTM width when the widths differ, is the initial hidden and cell state of every LSTM layer. The
 decoder reads a SentencePiece vocabulary trained on the training captions (``tokenizer: spm``).
 
-Fixed from the seed: decoding carries the LSTM state one token at a time (the seed re-ran the whole
-prefix at every step); greedy, beam search and sampling share ``generate_ids``; evaluation uses all
-references of a video through the shared captioning task; the splits come from the dataset (by
-video), not from a random split of caption rows.
+Decoding carries the LSTM state one token at a time; greedy, beam search and sampling share ``generate_ids``;
+evaluation uses all references of a video through the shared captioning task; the splits are the dataset's (by
+video).
 """
 from __future__ import annotations
 
@@ -210,7 +209,9 @@ class XCLIPLSTMCaptioner(Captioner):
             seqs = torch.cat([seqs[flat_src], new_tok.view(-1, 1)], dim=1)
             h, c = h[:, flat_src], c[:, flat_src]
             scores, tokens = new_scores, new_tok.view(-1)
-            best_open = (scores / (i + 1)).max(-1).values  # length-normalised scores can only fall further
+            # transformers' stopping rule (BeamHypotheses.is_done, early_stopping=False): the best open beam scored at
+            # its current length. A heuristic, as there: a longer beam's mean log-probability can still rise
+            best_open = (scores / (i + 1)).max(-1).values
             if all(len(f) >= k and min(x[0] for x in sorted(f, reverse=True)[:k]) >= best_open[r]
                    for r, f in enumerate(finished)):
                 break
