@@ -1,4 +1,6 @@
-"""Wall time of `vcap --help`, `vcap prepare --help`, `vcap train --help` and `vcap list` (best of N runs; none imports torch)."""
+"""Wall time of `vcap --help`, `vcap prepare --help`, `vcap train --help` and `vcap list` (best of N runs). The help
+commands import neither torch nor transformers; `vcap list` reads the live registry, which imports the built-in
+models."""
 from __future__ import annotations
 
 import json

@@ -13,7 +13,7 @@ def test_register_and_get_every_kind():
         cls = type(f"My{kind}", (), {})
         getattr(r, f"register_{kind}")(f"my_{kind}")(cls)
         assert getattr(r, f"get_{kind}_class")(f"my_{kind}") is cls
-        assert getattr(r, f"list_{kind}s")() == [f"my_{kind}"]
+        assert r.list(kind) == [f"my_{kind}"]
 
 
 def test_unknown_name_names_kind_closest_and_list_command():

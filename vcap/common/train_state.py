@@ -2,7 +2,8 @@
 
     step_00000120/model.safetensors   trainable weights (frozen pretrained ones are named, not copied)
     step_00000120/state.pt            optimizer, LR scheduler, AMP scaler, the RNG states of every rank,
-                                      epoch and batches done in it, global step, best metric and step
+                                      the training loader's position (``loader``: epoch, batches done in it,
+                                      the epoch's loader seed), global step, best metric and step
     latest                            the name of the newest complete step directory
 
 A checkpoint is written into a temporary directory, every file fsynced, then the directory renamed

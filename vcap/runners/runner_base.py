@@ -341,7 +341,8 @@ class RunnerBase:
         self.metrics = dict(state["metrics"])
         self.nonfinite_total, self.nonfinite_in_a_row = state["nonfinite_total"], state["nonfinite_in_a_row"]
         self.bad_samples.items = state["bad_samples"]["items"]
-        position = state["loader"]
+        # states written before the loader protocol kept the position beside the rest (their seed is drawn again)
+        position = state.get("loader") or {"epoch": state["epoch"], "batch": state["batch"], "seed": None}
         log.info("resuming from %s: global step %d, epoch %d after its batch %d (best %s=%s)", path, self.step,
                  position["epoch"], position["batch"], self.run.monitor, self.best)
         return position, state["rng"]
