@@ -1,8 +1,7 @@
 """vcap: a registry-based toolkit for video captioning and video-text retrieval.
 
 Every lower bound below is a version the test suite runs on (``.ci/run`` installs exactly these, through
-``.ci/lower_bounds.py``; older versions were not
-run). Optional features are extras: ``tensorboard`` (logging beside log.jsonl), ``report`` (the report's plots),
+``.ci/lower_bounds.py``; older versions were not run). Optional features are extras: ``tensorboard`` (logging beside log.jsonl), ``report`` (the report's plots),
 ``decord`` (a second decoder backend).
 """
 from setuptools import find_packages, setup
