@@ -295,3 +295,46 @@ def test_each_choice_a_constructor_checked_by_hand_is_its_annotations_now(arch, 
                              run={"task": task, "output_dir": "output/x"}))
     assert f"model.{key}: got {value!r}, expected one of {choices}" in found
     assert any(p.startswith(f"datasets.{dataset}.vis_processor.eval.frame_order: got 'backwards'") for p in found), found
+
+
+OUT_OF_RANGE = [  # (option, what the report says of it)
+    ("run.batch_size_train=-1", "run.batch_size_train: got -1 (int), expected int > 0"),
+    ("run.batch_size_eval=0", "run.batch_size_eval: got 0 (int), expected int > 0"),
+    ("run.max_epoch=-1", "run.max_epoch: got -1 (int), expected int > 0"),
+    ("run.init_lr=-0.001", "run.init_lr: got -0.001 (float), expected float > 0"),
+    ("run.accum_grad_iters=0", "run.accum_grad_iters: got 0 (int), expected int > 0"),
+    ("run.num_workers=-2", "run.num_workers: got -2 (int), expected int >= 0"),
+    ("run.generate.num_beams=0", "run.generate.num_beams: got 0 (int), expected int > 0"),
+    ("run.num_beams=0", "run.num_beams: moved to run.generate.num_beams"),
+    ("run.generate.top_p=1.5", "run.generate.top_p: got 1.5 (float), expected float > 0 and <= 1"),
+    ("run.warmup_ratio=2.0", "run.warmup_ratio: got 2.0 (float), expected float >= 0 and <= 1 or null"),
+    ("datasets.synthetic_caption.vis_processor.eval.num_frames=0",
+     "datasets.synthetic_caption.vis_processor.eval.num_frames: got 0, expected int > 0"),
+    ("datasets.synthetic_caption.vis_processor.train.image_size=0",
+     "datasets.synthetic_caption.vis_processor.train.image_size: got 0, expected int > 0"),
+    ("model.num_query_tokens=0", "model.num_query_tokens: got 0, expected int > 0"),
+]
+
+
+@pytest.mark.parametrize("option,said", OUT_OF_RANGE, ids=[o for o, _ in OUT_OF_RANGE])
+def test_out_of_range_values_are_refused_naming_key_value_and_range(option, said):
+    with pytest.raises(ConfigError) as e:
+        build_config(REPO / "projects/demo/caption_synthetic.yaml", [option])
+    assert said in str(e.value)
+
+
+def test_out_of_range_values_exit_2_before_any_data_is_generated(tmp_path):
+    """All at once, from train.py: one report naming each key, exit 2, nothing written."""
+    import os
+    import subprocess
+    import sys
+
+    options = [o for o, _ in OUT_OF_RANGE if "num_query_tokens" not in o and not o.startswith("run.num_beams")]
+    p = subprocess.run([sys.executable, "train.py", "--cfg-path", "projects/demo/caption_synthetic.yaml", "--options",
+                        *options, f"run.output_dir={tmp_path / 'out'}"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "VCAP_DATA_ROOT": str(tmp_path / "data")})
+    assert p.returncode == 2 and "invalid config" in p.stderr, p.stderr[-2000:]
+    for option, said in OUT_OF_RANGE:
+        if option in options:
+            assert said in p.stderr, said
+    assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()

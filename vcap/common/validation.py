@@ -9,9 +9,20 @@ import inspect
 import re
 import types
 import typing
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from annotated_types import Ge, Gt, Le, Lt
 from omegaconf import DictConfig, ListConfig
+
+# numbers with a range, for schemas and constructor signatures: pydantic checks the bounds with the type, and the
+# report names the key, its value and the range
+PositiveInt = Annotated[int, Gt(0)]
+NonNegativeInt = Annotated[int, Ge(0)]
+PositiveFloat = Annotated[float, Gt(0)]
+NonNegativeFloat = Annotated[float, Ge(0)]
+Fraction = Annotated[float, Ge(0), Le(1)]  # a share, 0 to 1
+Probability = Annotated[float, Gt(0), Le(1)]  # e.g. top_p: above 0, at most 1
+_BOUNDS = ((Gt, "gt", ">"), (Ge, "ge", ">="), (Lt, "lt", "<"), (Le, "le", "<="))
 
 
 class ConfigError(ValueError):
@@ -31,6 +42,10 @@ def did_you_mean(name: str, valid) -> str:
 
 def _type_name(tp) -> str:
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *meta = typing.get_args(tp)
+        bounds = [f"{sign} {getattr(m, attr)}" for m in meta for cls, attr, sign in _BOUNDS if isinstance(m, cls)]
+        return _type_name(base) + (" " + " and ".join(bounds) if bounds else "")
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin is typing.Union or origin is types.UnionType:
@@ -64,7 +79,7 @@ def validate_section(run: dict, schema, prefix: str) -> list[str]:
     of them."""
     problems = []
     fields = {f.name: f for f in dataclasses.fields(schema)}
-    hints = typing.get_type_hints(schema)
+    hints = typing.get_type_hints(schema, include_extras=True)
     for key, value in run.items():
         if key not in fields and key in getattr(schema, "MOVED", {}):
             problems.append(f"{prefix}.{key}: moved to {prefix}.{schema.MOVED[key]} (value {value!r})")
@@ -104,7 +119,7 @@ def check_arguments(fn, values: dict, prefix: str, skip=()) -> list[str]:
     strings, lists, mappings, unions of them, checked by pydantic): the same all-at-once report as the run
     section's."""
     try:
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn, include_extras=True)
     except Exception:  # noqa: BLE001  (an annotation that does not evaluate: names are still checked)
         return []
     problems = []

@@ -25,6 +25,7 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from vcap.common.registry import registry
+from vcap.common.validation import PositiveFloat, PositiveInt
 from vcap.processors.randaugment import video_rand_augment
 from vcap.processors.video_processors import CLIP_MEAN, CLIP_STD, VideoEvalProcessor, _VideoProcessor
 
@@ -47,8 +48,8 @@ class AlproVideoEvalProcessor(_VideoProcessor):
 
     SAMPLING = "starts"
 
-    def __init__(self, n_frms: int = 8, image_size: int = 256, mean: tuple | None = None, std: tuple | None = None,
-                 backend: Literal["auto", "pyav", "decord"] = "auto", normalize: bool = True):
+    def __init__(self, n_frms: PositiveInt = 8, image_size: PositiveInt = 256, mean: tuple | None = None,
+                 std: tuple | None = None, backend: Literal["auto", "pyav", "decord"] = "auto", normalize: bool = True):
         super().__init__(num_frames=n_frms, sampling=self.SAMPLING, image_size=image_size,
                          mean=CLIP_MEAN if mean is None else mean, std=CLIP_STD if std is None else std,
                          decode_scale=0, backend=backend, normalize=normalize)
@@ -85,8 +86,8 @@ class AlproVideoTrainProcessor(AlproVideoEvalProcessor):
     SAMPLING = "headtail"
     augments = True
 
-    def __init__(self, n_frms: int = 8, image_size: int = 256, mean: tuple | None = None, std: tuple | None = None,
-                 min_scale: float = 0.5, max_scale: float = 1.0, randaugment: bool = True,
+    def __init__(self, n_frms: PositiveInt = 8, image_size: PositiveInt = 256, mean: tuple | None = None,
+                 std: tuple | None = None, min_scale: float = 0.5, max_scale: float = 1.0, randaugment: bool = True,
                  backend: Literal["auto", "pyav", "decord"] = "auto", normalize: bool = True):
         super().__init__(n_frms, image_size, mean, std, backend, normalize)
         if not 0 < min_scale <= max_scale <= 1:
@@ -120,8 +121,9 @@ class CLIPImageProcessor(VideoEvalProcessor):
     centre square cropped, CLIP's mean and std. Frames are decoded at full size (``decode_scale`` 0). Arguments as
     ``video_eval``; an image is a one-frame video."""
 
-    def __init__(self, num_frames: int = 1, sampling: Literal["uniform", "starts", "fps", "fps_frames"] = "uniform",
-                 image_size: int = 224, sample_fps: float = 1.0,
+    def __init__(self, num_frames: PositiveInt = 1,
+                 sampling: Literal["uniform", "starts", "fps", "fps_frames"] = "uniform", image_size: PositiveInt = 224,
+                 sample_fps: PositiveFloat = 1.0,
                  fps_slice: Literal["head", "tail", "uniform"] = "uniform", decode_scale: float = 0.0,
                  backend: Literal["auto", "pyav", "decord"] = "auto", normalize: bool = True):
         super().__init__(num_frames=num_frames, sampling=sampling, image_size=image_size, sample_fps=sample_fps,
@@ -138,8 +140,8 @@ class CLIP4ClipVideoProcessor(CLIPImageProcessor):
     centre-cropped to ``image_resolution``, CLIP's mean and std. Shorter clips are padded with their last frame and
     masked, as CLIP4Clip's ``video_mask``. ``frame_order`` 0 keeps the order, 1 reverses it, 2 shuffles it."""
 
-    def __init__(self, max_frames: int = 12, feature_framerate: int = 1, slice_framepos: Literal[0, 1, 2] = 2,
-                 image_resolution: int = 224, frame_order: Literal[0, 1, 2] = 0,
+    def __init__(self, max_frames: PositiveInt = 12, feature_framerate: PositiveInt = 1,
+                 slice_framepos: Literal[0, 1, 2] = 2, image_resolution: PositiveInt = 224, frame_order: Literal[0, 1, 2] = 0,
                  backend: Literal["auto", "pyav", "decord"] = "auto", normalize: bool = True):
         super().__init__(num_frames=max_frames, sampling="fps_frames", image_size=image_resolution,
                          sample_fps=feature_framerate, fps_slice=("head", "tail", "uniform")[slice_framepos],

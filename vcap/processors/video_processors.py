@@ -10,6 +10,7 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
 from vcap.common.registry import registry
+from vcap.common.validation import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
 from vcap.processors.base import BaseProcessor
 from vcap.processors.video_io import DecodedVideo, Sampling, read_frames, sample_clip
 
@@ -25,10 +26,10 @@ class _VideoProcessor(BaseProcessor):
     ``normalize: false`` hands over uint8 frames, for models whose own processor normalises (``video_llm``).
     """
 
-    def __init__(self, num_frames: int = 8, sampling: Sampling = "uniform",
-                 image_size: int = 224, mean: tuple = CLIP_MEAN, std: tuple = CLIP_STD,
-                 frame_order: Literal["normal", "reverse", "shuffle"] = "normal", sample_fps: float = 1.0,
-                 fps_slice: Literal["head", "tail", "uniform"] = "uniform", decode_scale: float = 2.0,
+    def __init__(self, num_frames: PositiveInt = 8, sampling: Sampling = "uniform",
+                 image_size: PositiveInt = 224, mean: tuple = CLIP_MEAN, std: tuple = CLIP_STD,
+                 frame_order: Literal["normal", "reverse", "shuffle"] = "normal", sample_fps: PositiveFloat = 1.0,
+                 fps_slice: Literal["head", "tail", "uniform"] = "uniform", decode_scale: NonNegativeFloat = 2.0,
                  backend: Literal["auto", "pyav", "decord"] = "auto", normalize: bool = True):
         self.num_frames, self.sampling, self.image_size = num_frames, sampling, image_size
         self.normalize = normalize
@@ -102,8 +103,8 @@ class VideoTrainProcessor(_VideoProcessor):
 
     augments = True  # a random crop per clip
 
-    def __init__(self, num_frames: int = 8, sampling: Sampling = "rand", min_scale: float = 0.5,
-                 max_scale: float = 1.0, hflip: bool = False, **frames):
+    def __init__(self, num_frames: PositiveInt = 8, sampling: Sampling = "rand", min_scale: Probability = 0.5,
+                 max_scale: Probability = 1.0, hflip: bool = False, **frames):
         """``frames``: the frame settings of ``_VideoProcessor`` (``image_size``, ``mean``, ``std``, ...); training
         samples a random frame per segment by default."""
         super().__init__(num_frames, sampling, **frames)

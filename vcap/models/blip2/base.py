@@ -17,6 +17,7 @@ from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2QForm
                           Blip2VisionConfig, Blip2VisionModel)
 
 from vcap.common.dtypes import frozen_torch_dtype
+from vcap.common.validation import PositiveInt
 from vcap.common.weights import load_state, read_safetensors, resolve_pretrained
 from vcap.models.base_model import Captioner, add_lora, enable_checkpointing, load_transformers
 from vcap.models.blip2.conventions import TABLE, resolve_source
@@ -104,10 +105,10 @@ class Blip2Video(Captioner):
             it): ``lavis`` with a ``lavis_checkpoint``, else ``transformers``.
     """
 
-    def __init__(self, tokenizer: str = "word", blip2_config: dict | None = None, num_query_tokens: int = 32,
+    def __init__(self, tokenizer: str = "word", blip2_config: dict | None = None, num_query_tokens: PositiveInt = 32,
                  prompt: str = "a video of", frame_fusion: Literal["concat_tokens", "concat_queries"] = "concat_tokens",
-                 temporal_embedding: bool = True, max_frames: int = 32, freeze_vit: bool = True,
-                 freeze_llm: bool = True, max_txt_len: int = 32, pretrained: str | None = None,
+                 temporal_embedding: bool = True, max_frames: PositiveInt = 32, freeze_vit: bool = True,
+                 freeze_llm: bool = True, max_txt_len: PositiveInt = 32, pretrained: str | None = None,
                  lora: dict | None = None, lavis_checkpoint: str | list[str] | None = None,
                  grad_checkpointing: bool = False, frozen_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto",
                  conventions: Literal["auto", "lavis", "seed003", "transformers"] = "auto"):

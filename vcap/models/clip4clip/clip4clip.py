@@ -18,6 +18,7 @@ from transformers.models.clip.modeling_clip import CLIPEncoder
 
 from vcap.common.dist import all_gather_with_grad
 from vcap.common.registry import registry
+from vcap.common.validation import PositiveInt
 from vcap.models.base_model import BaseModel
 from vcap.models.clip4clip import weights as W
 from vcap.processors.tokenizer import load_text_tokenizer
@@ -108,7 +109,8 @@ class CLIP4Clip(BaseModel):
     def __init__(self, tokenizer: str = "word", clip_config: dict | None = None, pretrained: str | None = None,
                  sim_header: Literal["meanP", "seqLSTM", "seqTransf", "tightTransf"] = "meanP",
                  linear_patch: Literal["2d", "3d"] = "2d", temporal_layers: int = 4, cross_layers: int = 4,
-                 max_frames: int = 32, tight_top_k: int = 16, coef_lr: float = 1.0, max_txt_len: int = 32,
+                 max_frames: PositiveInt = 32, tight_top_k: PositiveInt = 16, coef_lr: float = 1.0,
+                 max_txt_len: PositiveInt = 32,
                  max_logit_scale: float = math.log(100.0)):
         super().__init__()
         self.tokenizer = load_text_tokenizer(tokenizer)

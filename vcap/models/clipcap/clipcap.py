@@ -18,6 +18,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from vcap.common.registry import registry
+from vcap.common.validation import PositiveInt
 from vcap.common.weights import load_state, read_state_dict
 from vcap.models.base_model import Captioner, load_transformers, pretrained_or_new
 from vcap.models.clip_resnet import OPENAI_RESNETS, CLIPResNet, load_clip_resnet, resnet_spec
@@ -270,9 +271,10 @@ class CLIPCap(Captioner):
 
     def __init__(self, tokenizer: str = "word", clip_config: dict | None = None, clip_pretrained: str | None = None,
                  lm_config: dict | None = None, lm_pretrained: str | None = None,
-                 mapper: Literal["mlp", "transformer", "cross", "cross_self"] = "mlp", prefix_length: int = 10,
-                 clip_length: int = 10, mapper_layers: int = 8, mapper_heads: int = 8, only_prefix: bool = False,
-                 normalize_prefix: bool = False, max_txt_len: int = 32, clipcap_weights: str | None = None,
+                 mapper: Literal["mlp", "transformer", "cross", "cross_self"] = "mlp",
+                 prefix_length: PositiveInt = 10, clip_length: PositiveInt = 10, mapper_layers: PositiveInt = 8,
+                 mapper_heads: PositiveInt = 8, only_prefix: bool = False,
+                 normalize_prefix: bool = False, max_txt_len: PositiveInt = 32, clipcap_weights: str | None = None,
                  freeze_clip: bool = True, clip_resnet: str | dict | None = None, stop_token: str | None = None):
         super().__init__()
         self.tokenizer = load_text_tokenizer(tokenizer)

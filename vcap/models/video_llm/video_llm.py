@@ -16,8 +16,9 @@ from typing import Literal
 
 import torch
 
-from vcap.common.registry import registry
 from vcap.common.dtypes import frozen_torch_dtype
+from vcap.common.registry import registry
+from vcap.common.validation import PositiveInt
 from vcap.models.base_model import Captioner, add_lora, enable_checkpointing, load_transformers, pretrained_or_new
 from vcap.models.generation import generate_config, hf_kwargs, token_logprobs
 from vcap.processors.tokenizer import HFTokenizer, pad_rows
@@ -69,7 +70,7 @@ class VideoLLMCaptioner(Captioner):
     def __init__(self, family: Literal["qwen2_5_vl", "llava_onevision", "instructblip_video"] = "qwen2_5_vl",
                  pretrained: str | None = None, config: dict | None = None, processor: str | None = None,
                  prompt: str = "Describe this video in one sentence.", freeze_vision: bool = True,
-                 freeze_llm: bool = True, lora: dict | None = None, max_txt_len: int = 32,
+                 freeze_llm: bool = True, lora: dict | None = None, max_txt_len: PositiveInt = 32,
                  frozen_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto", grad_checkpointing: bool = False):
         super().__init__()
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor

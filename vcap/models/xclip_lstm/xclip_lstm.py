@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from transformers import XCLIPConfig, XCLIPModel
 
 from vcap.common.registry import registry
+from vcap.common.validation import Fraction, PositiveInt
 from vcap.models.base_model import Captioner, load_transformers, pretrained_or_new
 from vcap.models.generation import generate_config, token_logprobs
 from vcap.processors.tokenizer import load_text_tokenizer, pad_rows
@@ -44,10 +45,11 @@ class XCLIPLSTMCaptioner(Captioner):
     PRETRAINED_MODEL_CONFIG_DICT = {"tiny": "configs/models/xclip_lstm/tiny.yaml",
                                     "base16": "configs/models/xclip_lstm/base16.yaml"}
 
-    def __init__(self, tokenizer: str = "spm", spm_vocab_size: int = 10000,
+    def __init__(self, tokenizer: str = "spm", spm_vocab_size: PositiveInt = 10000,
                  spm_model_type: Literal["unigram", "bpe"] = "unigram", xclip_config: dict | None = None,
-                 pretrained: str | None = None, freeze_xclip: bool = True, embed_dim: int = 512,
-                 hidden_dim: int = 512, num_layers: int = 4, dropout: float = 0.1, max_txt_len: int = 32):
+                 pretrained: str | None = None, freeze_xclip: bool = True, embed_dim: PositiveInt = 512,
+                 hidden_dim: PositiveInt = 512, num_layers: PositiveInt = 4, dropout: Fraction = 0.1,
+                 max_txt_len: PositiveInt = 32):
         super().__init__()
         self.tokenizer = load_text_tokenizer(tokenizer)
         xclip = pretrained_or_new(pretrained, lambda p: load_transformers(XCLIPModel, p, "X-CLIP"), xclip_config,
