@@ -231,3 +231,47 @@ def test_torchrun_trains_the_tiny_qwen_card_then_scst_on_top(tmp_path, tmp_path_
     steps = [json.loads(line) for line in (scst / "log.jsonl").read_text().splitlines()]
     rewards = [r for r in steps if "train/reward" in r]  # SCST drew captions, scored them with CIDEr-D, stepped
     assert rewards and all(0.0 <= r["train/reward"] and "train/baseline" in r for r in rewards), steps
+
+
+@pytest.mark.parametrize("arch", ["video_llm", "blip2_opt"])
+def test_a_broken_video_in_evaluation_is_left_out_and_counted(arch, tmp_path, tmp_path_factory):
+    """evaluate.py on 3 good files and a text file named .mp4: exit 0, the metrics over the 3, num_bad_videos 1. The
+    broken video's stand-in clip has the processor's dtype (uint8 for video_llm), so it batches with the others."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+    from test_e2e import REPO, env
+
+    from vcap.processors.video_io import write_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_video(videos / f"good{i}.mp4", rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8))
+    (videos / "broken.mp4").write_text("not a video")
+    rows = [{"video": f"good{i}.mp4", "captions": [CAPTIONS[i % 2]]} for i in range(3)] + \
+        [{"video": "broken.mp4", "captions": ["a broken video"]}]
+    (tmp_path / "ann.json").write_text(json.dumps(rows))
+    sizes = {"train": {"image_size": 56, "num_frames": 4}, "eval": {"image_size": 56, "num_frames": 4}}
+    if arch == "video_llm":
+        model = {"arch": "video_llm", "model_type": "tiny_qwen2_5_vl",
+                 "processor": family_dir("qwen2_5_vl", tmp_path_factory)}
+    else:
+        model = {"arch": "blip2_opt", "model_type": "tiny"}
+        sizes = {"train": {"image_size": 32, "num_frames": 4}, "eval": {"image_size": 32, "num_frames": 4}}
+    project = {"model": model, "datasets": {"custom_caption": {
+        "build_info": {"annotations": {"train": str(tmp_path / "ann.json"), "val": None,
+                                       "test": str(tmp_path / "ann.json")}, "videos": str(videos)},
+        "vis_processor": sizes}},
+        "run": {"task": "captioning", "output_dir": str(tmp_path / "out"), "batch_size_eval": 4,
+                "max_bad_sample_ratio": 0.5,  # 1 of 4: the default (1%) would stop the run, saying why
+                "generate": {"num_beams": 1, "max_len": 4}}}
+    OmegaConf.save(OmegaConf.create(project), tmp_path / "p.yaml")
+    p = subprocess.run([sys.executable, "evaluate.py", "--cfg-path", str(tmp_path / "p.yaml")], cwd=REPO,
+                       env=env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    metrics = json.loads((tmp_path / "out" / "evaluate" / "metrics.json").read_text())
+    assert metrics["test"]["num_bad_videos"] == 1 and metrics["test"]["num_videos"] == 3, metrics

@@ -80,6 +80,13 @@ class _VideoProcessor(BaseProcessor):
         """Normalised float frames (T, C, image_size, image_size); ``(frames, mask)`` when given a mask."""
         raise NotImplementedError
 
+    def blank(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(frames, all-False mask) standing in for a video that could not be read: a black clip through this
+        processor, so it has the shape and dtype of every other item (uint8 under ``normalize: false``) and batches
+        with them; the evaluation leaves it out of the metrics."""
+        frames = torch.zeros(self.num_frames, 3, self.image_size, self.image_size, dtype=torch.uint8)
+        return self(frames, seed=0, mask=torch.zeros(self.num_frames, dtype=torch.bool))
+
 
 @registry.register_processor("video_eval")
 class VideoEvalProcessor(_VideoProcessor):

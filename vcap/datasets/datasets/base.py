@@ -14,7 +14,6 @@ import random
 from pathlib import Path
 from typing import Literal
 
-import torch
 from torch.utils.data import Dataset, default_collate
 
 from vcap.common.seed import item_seed
@@ -212,9 +211,8 @@ class VideoDataset(Dataset):
             video, mask = self.vis_processor(frames, seed=seed, mask=mask)
             return {"rec_idx": rec_idx, "video": video, "video_mask": mask, "valid": True, "bad_samples": bad}
         if not self.substitute:
-            p = self.vis_processor
-            return {"rec_idx": rec_idx, "video": torch.zeros(p.num_frames, 3, p.image_size, p.image_size),
-                    "video_mask": torch.zeros(p.num_frames, dtype=torch.bool), "valid": False, "bad_samples": bad}
+            video, mask = self.vis_processor.blank()
+            return {"rec_idx": rec_idx, "video": video, "video_mask": mask, "valid": False, "bad_samples": bad}
         raise RuntimeError(f"{MAX_SUBSTITUTIONS} videos in a row failed to decode near {self.video_root}: "
                            f"{bad[-1]['path']}: {bad[-1]['reason']}; check the video folder")
 
