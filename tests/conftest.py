@@ -15,6 +15,11 @@ if _WORKERS > 1:
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a long end-to-end test; the README's command leaves it out, .ci/run "
+                            "runs it after the default suite")
+
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 

@@ -64,8 +64,8 @@ def options(ds, out, *extra):
 
 
 @pytest.mark.parametrize("project,ds,monitor,keys", [
-    ("projects/demo/caption_synthetic.yaml", "synthetic_caption", "CIDEr",
-     {"Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE"}),
+    pytest.param("projects/demo/caption_synthetic.yaml", "synthetic_caption", "CIDEr",
+                 {"Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE"}, marks=pytest.mark.slow),  # 130 s
     ("projects/demo/retrieval_synthetic.yaml", "synthetic_retrieval", "t2v_R1",
      {"t2v_R1", "t2v_R5", "t2v_R10", "t2v_MdR", "t2v_MnR", "v2t_R1", "v2t_MnR"}),
 ])
@@ -304,6 +304,7 @@ def test_clipcap_trains_from_cached_features_without_any_video(tmp_path):
     assert not (out / "bad_samples.jsonl").exists()
 
 
+@pytest.mark.slow  # 100 s
 def test_fsdp_trains_like_ddp_and_its_checkpoint_loads_unsharded(tmp_path):
     """run.fsdp on 2 gloo ranks: the same steps as DDP give the same weights; evaluation (generation,
     whose length differs per rank) and SCST sampling run on the sharded model; the checkpoint, written

@@ -42,6 +42,7 @@ def final_weights(out) -> dict:
     return load_file(str(out / "checkpoints" / "last.safetensors"))
 
 
+@pytest.mark.slow  # 100 s
 def test_sigkill_at_random_steps_then_resume_gives_bit_identical_weights(tmp_path):
     straight = tmp_path / "straight"
     run(torchrun("train.py", "--cfg-path", PROJECT, *options(DS, straight, *COMMON)), tmp_path)
