@@ -20,16 +20,8 @@ from tqdm import tqdm
 from vcap.common import dist
 from vcap.common.checkpoint import load_weights, save_weights, write_json
 from vcap.common.dtypes import DTYPES
-from vcap.common.fsdp import (
-    full_state_dict,
-    gathered,
-    is_meta,
-    is_sharded,
-    load_optimizer_state,
-    optimizer_state,
-    set_gradient_sync,
-    shard_model,
-)
+from vcap.common.fsdp import (full_state_dict, gathered, is_meta, is_sharded, load_optimizer_state, optimizer_state,
+                              set_gradient_sync, shard_model)
 from vcap.common.logger import MetricWriter
 from vcap.common.optim import param_groups
 from vcap.common.registry import registry
