@@ -188,6 +188,13 @@ class LoadReport:
 FilterFn = Callable[[dict, torch.nn.Module], "tuple[dict, list[str]]"]
 
 
+def known_keys(sd: dict, module: torch.nn.Module) -> tuple[dict, list[str]]:
+    """``load_state``'s filter for a source that holds more than the module: the keys the module has, the rest
+    ignored (and reported as such)."""
+    own = module.state_dict()
+    return {k: v for k, v in sd.items() if k in own}, sorted(k for k in sd if k not in own)
+
+
 def load_state(module: torch.nn.Module, sd: dict[str, torch.Tensor], source: str, key: str, *,
                filter_fn: FilterFn | None = None, scope: tuple[str, ...] = (), exempt: set[str] = frozenset(),
                strict: bool | None = None) -> LoadReport:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vcap.common.weights import load_state, read_state_dict, resolve_pretrained
+from vcap.common.weights import known_keys, load_state, read_state_dict, resolve_pretrained
 
 # OpenAI's released towers (clip/model.py build_model, read off each checkpoint's visual.* shapes)
 OPENAI_RESNETS = {
@@ -88,5 +88,4 @@ def _resnet_filter(sd: dict, net: torch.nn.Module) -> tuple[dict, list[str]]:
 
     if "visual.conv1.weight" in sd:
         sd = checkpoint_filter_fn(sd, net)
-    own = net.state_dict()
-    return {k: v for k, v in sd.items() if k in own}, sorted(k for k in sd if k not in own)
+    return known_keys(sd, net)

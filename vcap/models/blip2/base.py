@@ -18,7 +18,7 @@ from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2QForm
 
 from vcap.common.dtypes import frozen_torch_dtype
 from vcap.common.validation import PositiveInt
-from vcap.common.weights import load_state, read_safetensors, resolve_pretrained
+from vcap.common.weights import known_keys, load_state, read_safetensors, resolve_pretrained
 from vcap.models.base_model import Captioner, add_lora, enable_checkpointing, load_transformers
 from vcap.models.blip2.conventions import TABLE, resolve_source
 from vcap.models.blip2.lavis_weights import load_lavis_checkpoint
@@ -53,14 +53,8 @@ def load_blip2(pretrained: str, frozen: set[str], dtype: torch.dtype, also_train
     # what trains is read again at full precision, through the one weight rule (only those keys are read)
     files = sorted(resolve_pretrained(pretrained).glob("*.safetensors"))
     load_state(hf, read_safetensors(files, lambda k: k.startswith(trained)), str(pretrained), "model.pretrained",
-               filter_fn=_known_keys, scope=trained)
+               filter_fn=known_keys, scope=trained)
     return hf
-
-
-def _known_keys(sd: dict, module: torch.nn.Module) -> tuple[dict, list[str]]:
-    """The file's keys the model has (the rest, e.g. a tied head saved twice, ignored)."""
-    own = module.state_dict()
-    return {k: v for k, v in sd.items() if k in own}, sorted(k for k in sd if k not in own)
 
 
 class Blip2Video(Captioner):
